@@ -1,0 +1,95 @@
+"""Look at a policy: its mask probabilities over a text, in the terminal or as a PNG.
+
+    view = policy_view(policy, tokenizer, "Dravik was born in Velmora .", rate=0.15, seed=0)
+    print(render_terminal(view))
+    save_heatmap(view, "policy.png")      # needs matplotlib (pip install maskpolicy[plot])
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .base import MaskingPolicy
+from .errors import ConfigError, DataError
+from .masker import Masker, MaskingConfig
+
+
+@dataclass
+class PolicyView:
+    policy: str
+    tokens: list[str]  # without [CLS]/[SEP]
+    probs: list[float]  # the policy's probability per token
+    masked: list[bool]  # one sampled mask with the exact budget
+    rate: float
+
+
+def policy_view(policy: MaskingPolicy, tokenizer, text: str, *, rate: float = 0.15, seed: int = 0,
+                deterministic: bool = False, max_length: int = 512) -> PolicyView:
+    if not text or not text.strip():
+        raise DataError("--text is empty")
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+    word_ids = [-1 if w is None else w for w in enc.word_ids(0)]
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+             "word_ids": torch.tensor([word_ids])}
+    masker = Masker(policy, MaskingConfig(rate=rate, deterministic=deterministic))
+    with torch.no_grad():
+        mask, probs = masker.select(batch["input_ids"], batch["attention_mask"],
+                                    torch.Generator().manual_seed(seed), word_ids=batch["word_ids"])
+    keep = [i for i, w in enumerate(word_ids) if w >= 0]
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    return PolicyView(
+        policy=getattr(policy, "name", type(policy).__name__),
+        tokens=[tokens[i] for i in keep],
+        probs=[float(probs[0, i]) for i in keep],
+        masked=[bool(mask[0, i]) for i in keep],
+        rate=rate,
+    )
+
+
+def render_terminal(view: PolicyView, width: int = 30) -> str:
+    """One token per line: probability bar, value and whether the sampled mask took it."""
+    top = max(view.probs) if view.probs and max(view.probs) > 0 else 1.0
+    tok_w = min(24, max(len(t) for t in view.tokens))
+    lines = [f"policy {view.policy}: mask probabilities (bar scaled to the maximum {top:.3g}); "
+             f"* = in one sampled mask at rate {view.rate}"]
+    for tok, p, m in zip(view.tokens, view.probs, view.masked):
+        bar = "#" * round(width * p / top)
+        lines.append(f"{'*' if m else ' '} {tok[:tok_w]:<{tok_w}} {p:6.3f} {bar}")
+    n = sum(view.masked)
+    lines.append(f"{n} of {len(view.tokens)} tokens masked")
+    return "\n".join(lines)
+
+
+def save_heatmap(view: PolicyView, path: str, per_row: int = 16) -> str:
+    """A grid of token boxes coloured by probability; masked tokens outlined. Returns path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--png needs matplotlib: pip install 'maskpolicy[plot]'") from None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"directory for {path} does not exist")
+    rows = max(1, -(-len(view.tokens) // per_row))
+    fig, ax = plt.subplots(figsize=(min(per_row, len(view.tokens)) * 0.9 + 1.5, rows * 0.6 + 0.9))
+    cmap = plt.get_cmap("viridis")
+    for i, (tok, p, m) in enumerate(zip(view.tokens, view.probs, view.masked)):
+        r, c = divmod(i, per_row)
+        ax.add_patch(plt.Rectangle((c, -r), 0.95, 0.9, color=cmap(p), ec="red" if m else "none", lw=2))
+        ax.text(c + 0.47, -r + 0.45, tok, ha="center", va="center", fontsize=7,
+                color="white" if p < 0.6 else "black")
+    ax.set_xlim(-0.1, min(per_row, len(view.tokens)) + 0.1)
+    ax.set_ylim(-rows + 0.8, 1.0)
+    ax.axis("off")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=ax, fraction=0.03, label="mask probability")
+    ax.set_title(f"{view.policy}: red outline = sampled mask (rate {view.rate})", fontsize=9)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

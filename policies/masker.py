@@ -1,0 +1,106 @@
+"""Policy + sampler + corruption: one padded batch in, an MLM batch out.
+
+``Masker`` is the single place where any policy turns into masked inputs and labels, so
+the collator, the training loops and the benchmarks all mask the same way:
+
+    probs = policy(input_ids, attention_mask, **extras)        # [B, T]
+    units = policy.units(...)                                    # [B, T] or None
+    mask  = sample_mask(probs, maskable, rate, units=units)      # [B, T] bool, exact budget
+    input_ids, labels = corrupt(input_ids, mask, ...)            # 80/10/10, -100 elsewhere
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from .base import MaskingPolicy
+from .corruption import CorruptionConfig, corrupt, replacement_candidates
+from .errors import ConfigError, MaskpolicyError
+from .sampler import check_rate, sample_mask
+
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+"""Batch keys handed on to the model; every other key is a policy extra and is consumed."""
+
+
+@dataclass
+class MaskingConfig:
+    rate: float = 0.15  # fraction of maskable tokens per sequence (exact budget)
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+    deterministic: bool = False  # top-k of the probabilities instead of sampling
+    fill_zero: bool = True  # fill the budget with zero-probability tokens when needed
+
+    def __post_init__(self) -> None:
+        check_rate(self.rate)
+        self.corruption  # validates the 80/10/10 split
+
+    @property
+    def corruption(self) -> CorruptionConfig:
+        return CorruptionConfig(self.mask_replace_prob, self.random_replace_prob)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MaskingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown masking option(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Masker:
+    """Applies a policy to padded batches. Stateless apart from the policy's own weights."""
+
+    def __init__(self, policy: MaskingPolicy, config: MaskingConfig | None = None) -> None:
+        if not isinstance(policy, MaskingPolicy):
+            raise ConfigError(f"expected a MaskingPolicy, got {type(policy).__name__}")
+        self.policy = policy
+        self.config = config or MaskingConfig()
+        self.candidates = replacement_candidates(policy.vocab.vocab_size, policy.vocab.special_ids)
+
+    @torch.no_grad()
+    def select(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **extras,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask [B, T] bool, probs [B, T] float) for a padded batch."""
+        if input_ids.dim() != 2:
+            raise MaskpolicyError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+        extras = {k: v for k, v in extras.items() if isinstance(v, torch.Tensor)}
+        maskable = self.policy.maskable(input_ids, attention_mask, extras.get("special_tokens_mask"))
+        if not maskable.any(dim=1).all():
+            bad = (~maskable.any(dim=1)).nonzero().flatten().tolist()
+            raise MaskpolicyError(
+                f"sequence(s) {bad[:5]} of the batch have no maskable token (only special tokens or padding)"
+            )
+        probs = self.policy(input_ids, attention_mask, **extras)
+        units = self.policy.units(input_ids, attention_mask, generator=generator, **extras)
+        mask = sample_mask(
+            probs,
+            maskable,
+            self.config.rate,
+            units=units,
+            generator=generator,
+            deterministic=self.config.deterministic,
+            fill_zero=self.config.fill_zero,
+        )
+        return mask, probs
+
+    def __call__(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """Padded tensors in (model keys + extras), model keys + ``labels`` out."""
+        input_ids = batch["input_ids"]
+        extras = {k: v for k, v in batch.items() if k not in MODEL_KEYS and k != "labels"}
+        mask, _ = self.select(input_ids, batch.get("attention_mask"), generator, **extras)
+        inputs, labels = corrupt(
+            input_ids, mask, self.policy.vocab.mask_id, self.candidates, self.config.corruption, generator
+        )
+        out = {k: v for k, v in batch.items() if k in MODEL_KEYS}
+        out["input_ids"] = inputs
+        out["labels"] = labels
+        return out

@@ -1,0 +1,130 @@
+"""Turn per-token mask probabilities into a mask with an exact budget.
+
+Every policy ends here, so every policy obeys the same budget:
+each row gets ``k = round(rate * maskable)`` masked tokens (at least 1 when any token is
+maskable), drawn without replacement in proportion to the probabilities (Gumbel-top-k:
+the top-k of ``log p + Gumbel noise`` is a draw without replacement with weights ``p``),
+or the top-k of ``log p`` when deterministic.
+
+Zero-probability tokens are still maskable: they are taken only after every positive one
+(uniformly at random among themselves) so that the budget stays exact; ``fill_zero=False``
+masks positive tokens only (for policies such as selective masking that may mask fewer).
+
+Units (whole words, spans, n-grams) are kept whole: a unit is drawn with the mean
+probability of its tokens and taken only while it fits in the remaining budget (greedy in
+key order, skipping units that do not fit). Whole-unit masks therefore never exceed ``k``
+and fall short of it only when no remaining unit fits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ConfigError, MaskpolicyError
+
+_ZERO_KEY = -1.0e4  # key of zero-probability tokens: below log(p) for any usable p > 0
+
+
+def check_rate(rate: float) -> float:
+    if not isinstance(rate, (int, float)) or not (0.0 < float(rate) < 1.0):
+        raise ConfigError(f"mask rate must be in (0, 1), got {rate!r}")
+    return float(rate)
+
+
+def mask_budget(maskable: torch.Tensor, rate: float) -> torch.Tensor:
+    """[B] long: round(rate * n) per row (half up), at least 1 where n > 0."""
+    n = maskable.sum(dim=1)
+    k = torch.floor(n.to(torch.float64) * rate + 0.5).long()
+    return torch.where(n > 0, k.clamp(min=1), k.new_zeros(()))
+
+
+def check_probs(probs: torch.Tensor) -> None:
+    if not torch.isfinite(probs).all():
+        raise MaskpolicyError("the policy returned NaN or inf mask probabilities")
+    if (probs < 0).any() or (probs > 1).any():
+        raise MaskpolicyError("the policy returned mask probabilities outside [0, 1]")
+
+
+def _keys(probs: torch.Tensor, maskable: torch.Tensor, generator, deterministic: bool, fill_zero: bool):
+    """[B, N] ranking keys: higher = masked first; -inf = never masked."""
+    p = probs.to(torch.float32)
+    positive = maskable & (p > 0)
+    keys = torch.where(positive, torch.log(p.clamp_min(1e-30)), torch.full_like(p, _ZERO_KEY))
+    if not deterministic:
+        device = p.device if generator is None else generator.device
+        u = torch.rand(p.shape, generator=generator, device=device).to(p.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        keys = keys + gumbel
+    usable = positive if not fill_zero else maskable
+    return torch.where(usable, keys, torch.full_like(keys, -math.inf))
+
+
+def _top_k_rows(keys: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool: the k[b] largest keys of each row (stable: earlier index wins ties)."""
+    order = torch.argsort(keys, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(keys.shape[1], device=keys.device).expand_as(order))
+    return (ranks < k[:, None]) & torch.isfinite(keys)
+
+
+def sample_mask(
+    probs: torch.Tensor,
+    maskable: torch.Tensor,
+    rate: float,
+    *,
+    units: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    deterministic: bool = False,
+    fill_zero: bool = True,
+) -> torch.Tensor:
+    """[B, T] bool mask with the exact budget (see module doc).
+
+    probs: [B, T] float in [0, 1]; maskable: [B, T] bool; units: [B, T] long unit id per
+    token (any ids in [0, T), equal id = same unit; -1 where not maskable) or None for
+    single tokens.
+    """
+    check_rate(rate)
+    check_probs(probs)
+    maskable = maskable.bool()
+    k = mask_budget(maskable, rate)
+    if units is None:
+        keys = _keys(probs, maskable, generator, deterministic, fill_zero)
+        return _top_k_rows(keys, k) & maskable
+    return _sample_units(probs, maskable, units, k, generator, deterministic, fill_zero)
+
+
+def _sample_units(probs, maskable, units, k, generator, deterministic, fill_zero):
+    B, T = probs.shape
+    units = torch.where(maskable, units.long(), torch.full_like(units.long(), -1))
+    slot = torch.where(units >= 0, units, torch.full_like(units, T))  # T = bin for non-maskable
+    # Per-unit size and mean probability: [B, T+1], last column is the dump bin.
+    size = torch.zeros(B, T + 1, dtype=torch.long, device=probs.device).scatter_add_(1, slot, maskable.long())
+    psum = torch.zeros(B, T + 1, dtype=torch.float32, device=probs.device).scatter_add_(
+        1, slot, probs.float() * maskable
+    )
+    size, psum = size[:, :T], psum[:, :T]
+    exists = size > 0
+    unit_p = torch.where(exists, psum / size.clamp(min=1), torch.zeros_like(psum))
+    keys = _keys(unit_p, exists, generator, deterministic, fill_zero)
+    order = torch.argsort(keys, dim=1, descending=True, stable=True)
+    size_o = torch.gather(size, 1, order)
+    ok_o = torch.isfinite(torch.gather(keys, 1, order))
+    taken_o = torch.zeros_like(ok_o)
+    remaining = k.clone()
+    # Greedy "take if it fits" in key order, vectorised: each pass takes the longest prefix
+    # (among units that still fit) whose cumulative size fits; repeat until nothing changes.
+    for _ in range(T):
+        eligible = ok_o & ~taken_o & (size_o <= remaining[:, None]) & (size_o > 0)
+        cum = torch.cumsum(size_o * eligible, dim=1)
+        take = eligible & (cum <= remaining[:, None])
+        if not take.any():
+            break
+        taken_o |= take
+        remaining = remaining - (size_o * take).sum(dim=1)
+    # At least one unit per row with maskable tokens, even if the first is bigger than k.
+    none = (taken_o.sum(dim=1) == 0) & (k > 0) & ok_o[:, 0]
+    taken_o[:, 0] |= none
+    taken = torch.zeros_like(taken_o).scatter_(1, order, taken_o)  # back to unit index order
+    taken = torch.cat([taken, taken.new_zeros(B, 1)], dim=1)
+    return torch.gather(taken, 1, slot) & maskable

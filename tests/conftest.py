@@ -1,0 +1,60 @@
+"""Shared fixtures: a small WordPiece tokenizer and padded batches built from generated text."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+NAMES = ["Dravik", "Olmeth", "Velmora", "Quorvex", "Tamsin", "Brellow", "Isk", "Ardent"]
+WORDS = ("the a of was born in city people say that long ago it is known works as baker sailor "
+         "painter red blue teal lived near river house old records show 1987 March 12 400 years").split()
+
+
+def make_sentences(n: int = 400, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 14))]
+        words.insert(rng.randint(1, len(words)), rng.choice(NAMES))  # a capitalised name mid-sentence
+        if rng.random() < 0.3:
+            words += ["in", "new", "york", "city"]  # a planted collocation
+        out.append(" ".join(words) + " .")
+    return out
+
+
+def build_test_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # Small vocabulary on purpose: some names split into "##" pieces (tests word integrity).
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return make_sentences()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(sentences):
+    return build_test_tokenizer(sentences)
+
+
+def padded_batch(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, word_ids (-1 at special/padding), span_ids (-1: no spans)."""
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(texts))])
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "word_ids": word_ids}
+
+
+@pytest.fixture()
+def batch(tokenizer, sentences):
+    return padded_batch(tokenizer, sentences[:32])
