@@ -10,12 +10,13 @@ from .collator import MaskingCollator
 from .corruption import CorruptionConfig, corrupt
 from .errors import ArtifactError, ConfigError, DataError, MaskpolicyError
 from .masker import MODEL_KEYS, Masker, MaskingConfig
+from .network import LearnedPolicy  # registers 'learned' and the saved-policy directory loader
 from .registry import available_policies, get_policy, policy_class, register_policy
 from .sampler import mask_budget, sample_mask
 from .vocab import VocabInfo
 
 __all__ = [
-    "ArtifactError", "ConfigError", "CorruptionConfig", "DataError", "MODEL_KEYS", "Masker",
+    "ArtifactError", "ConfigError", "CorruptionConfig", "DataError", "LearnedPolicy", "MODEL_KEYS", "Masker",
     "MaskingCollator", "MaskingConfig", "MaskingPolicy", "MaskpolicyError", "VocabInfo",
     "available_policies", "corrupt", "get_policy", "mask_budget", "merge_units", "policy_class",
     "register_policy", "sample_mask",

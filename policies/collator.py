@@ -23,8 +23,8 @@ from .masker import MODEL_KEYS, Masker, MaskingConfig
 from .registry import get_policy
 
 # Padding value per known key; unknown integer keys (policy extras) are padded with -1.
-_PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1, "position_ids": 0}
-_DROPPED = {"labels", "label", "key", "text"}
+_PAD_VALUES = {"labels": -100, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1, "position_ids": 0}
+_DROPPED = {"label", "key", "text"}  # per-token "labels" are padded with -100
 
 
 class MaskingCollator:
