@@ -1,0 +1,1 @@
+"""Suites, grid runner, transfer matrix, compute curves, speed/memory benches."""

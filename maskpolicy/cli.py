@@ -1,0 +1,113 @@
+"""``maskpolicy``: one command, subcommands mapped onto the layers.
+
+    pretrain  (train/)       intermediate or general MLM pre-training with a policy, then evaluation
+    evaluate  (train/)       evaluate a saved model on a task
+    show      (policies/)    a policy's mask probabilities over a text (terminal, --png heatmap)
+    pmi       (policies/)    build the n-gram PMI table the ``pmi`` policy uses
+    bench     (benchmarks/)  run a suite and print its table
+
+Every subcommand takes ``--config FILE`` (YAML or JSON); flags given on the command line
+override the file. Bad input ends with one line ``maskpolicy: error: ...`` and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from policies.errors import MaskpolicyError
+
+from . import commands
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON file with options (flags override it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskpolicy", description="Learned masking policies for MLM pre-training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pre-train a masked LM on a task corpus with a masking policy, then evaluate")
+    _add_config(p)
+    p.add_argument("--task", help="task name (synthetic:birthplace, mr, squad, ...) or a task directory")
+    p.add_argument("--policy", help="policy name or a saved policy directory")
+    p.add_argument("--policy-option", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
+    p.add_argument("--model", help="size preset (tiny, mini, small, base) or a masked-LM checkpoint dir / hub name")
+    p.add_argument("--tokenizer", help="tokenizer dir / hub name / WordPiece vocab file")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--gradient-accumulation-steps", type=int)
+    p.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--rate", type=float, help="mask rate (default 0.15)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--out", help="output directory (model/, results.json, checkpoints/)")
+    p.add_argument("--data-dir", help="directory of the real data sets (default: $MASKPOLICY_DATA_DIR)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint in --out")
+    p.add_argument("--no-evaluate", action="store_false", dest="evaluate", default=None)
+    p.add_argument("--cpu", action="store_const", const="cpu", dest="device")
+    p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a task")
+    _add_config(p)
+    p.add_argument("--model", help="model directory written by pretrain (out/model)")
+    p.add_argument("--task")
+    p.add_argument("--data-dir")
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="results JSON (default: MODEL/eval_<task>.json)")
+
+    p = sub.add_parser("show", help="show a policy's mask probabilities over a text")
+    _add_config(p)
+    p.add_argument("--policy")
+    p.add_argument("--policy-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--text")
+    p.add_argument("--tokenizer", help="tokenizer dir / vocab file (default: the model's, else built from --task)")
+    p.add_argument("--model", help="take the tokenizer of this model directory")
+    p.add_argument("--task", help="build the tokenizer from this task (default synthetic)")
+    p.add_argument("--data-dir")
+    p.add_argument("--rate", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true", default=None)
+    p.add_argument("--png", help="also write a heatmap PNG here")
+
+    p = sub.add_parser("pmi", help="build a PMI n-gram table from a task corpus (for --policy pmi)")
+    _add_config(p)
+    p.add_argument("--task")
+    p.add_argument("--tokenizer")
+    p.add_argument("--data-dir")
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--max-n", type=int)
+    p.add_argument("--min-count", type=int)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--out", help="table JSON file")
+
+    p = sub.add_parser("bench", help="run a benchmark suite and print its table")
+    _add_config(p)
+    p.add_argument("--suite", help="suite name (quickstart)")
+    p.add_argument("--policies", help="comma-separated policies (default: the suite's)")
+    p.add_argument("--task")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quick", action="store_true", default=None)
+    p.add_argument("--out")
+    p.add_argument("--quiet", action="store_false", dest="progress", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(getattr(commands, args.command)(args) or 0)
+    except MaskpolicyError as err:
+        print(f"maskpolicy: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskpolicy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The subcommands behind ``maskpolicy`` (argument parsing lives in ``cli.py``)."""
+from __future__ import annotations
+
+import json
+import os
+
+from policies.errors import ArtifactError, ConfigError
+
+
+def _merge(args, rename: dict | None = None) -> dict:
+    """Options from ``--config`` overridden by the flags actually given."""
+    from train.config import load_config_file
+
+    data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    rename = rename or {}
+    for key, value in vars(args).items():
+        if key in ("command", "config") or value is None:
+            continue
+        if key == "policy_option":
+            data.setdefault("policy_options", {}).update(_parse_options(value))
+            continue
+        data[rename.get(key, key)] = value
+    return data
+
+
+def _parse_options(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--policy-option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def pretrain(args) -> int:
+    from train.config import PretrainConfig
+    from train.pretrain import pretrain as run
+
+    data = _merge(args)
+    if "rate" in data:
+        data.setdefault("masking", {})["rate"] = data.pop("rate")
+    config = PretrainConfig.from_dict(data)
+    results = run(config)
+    metrics = results.get("metrics", {})
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"{config.task} / {config.policy}: {shown or 'no evaluation'}")
+    print(f"wrote {os.path.join(config.out, 'model')} and {os.path.join(config.out, 'results.json')}")
+    return 0
+
+
+def evaluate(args) -> int:
+    from tasks.registry import get_task
+    from train.checkpoint import write_json_atomic
+    from train.evaluate import evaluate_task
+    from train.models import load_masked_lm, load_tokenizer
+
+    data = _merge(args)
+    unknown = set(data) - {"model", "task", "data_dir", "max_length", "seed", "out"}
+    if unknown:
+        raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
+    if not data.get("model") or not data.get("task"):
+        raise ConfigError("evaluate needs --model DIR and --task T")
+    model_dir = data["model"]
+    if not os.path.isdir(model_dir):
+        raise ArtifactError(f"model directory not found: {model_dir}")
+    model = load_masked_lm(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    seed = int(data.get("seed", 0))
+    task = get_task(data["task"], data_dir=data.get("data_dir"), seed=seed)
+    metrics = evaluate_task(model, tokenizer, task, max_length=int(data.get("max_length", 64)), seed=seed, progress=True)
+    safe = "".join(c if c.isalnum() else "_" for c in task.name)
+    out = data.get("out") or os.path.join(model_dir, f"eval_{safe}.json")
+    write_json_atomic(out, {"model": model_dir, "task": task.name, "metrics": metrics})
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def _tokenizer_for(data: dict):
+    from tasks.registry import get_task
+    from tasks.tokenizer import tokenizer_for_task
+    from train.models import load_tokenizer
+
+    if data.get("tokenizer"):
+        return load_tokenizer(data["tokenizer"])
+    if data.get("model"):
+        return load_tokenizer(data["model"])
+    policy = str(data.get("policy", ""))
+    if os.path.isdir(policy) and os.path.isfile(os.path.join(policy, "tokenizer_config.json")):
+        return load_tokenizer(policy)
+    task = get_task(data.get("task", "synthetic"), data_dir=data.get("data_dir"))
+    return tokenizer_for_task(task)
+
+
+def show(args) -> int:
+    from policies import get_policy
+    from policies.display import policy_view, render_terminal, save_heatmap
+
+    data = _merge(args)
+    if not data.get("policy") or not data.get("text"):
+        raise ConfigError("show needs --policy P and --text TEXT")
+    tokenizer = _tokenizer_for(data)
+    policy = get_policy(data["policy"], tokenizer, **data.get("policy_options", {}))
+    view = policy_view(policy, tokenizer, data["text"], rate=float(data.get("rate", 0.15)),
+                       seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)))
+    print(render_terminal(view))
+    if data.get("png"):
+        print(f"wrote {save_heatmap(view, data['png'])}")
+    return 0
+
+
+def pmi(args) -> int:
+    from policies import get_policy
+    from policies.pmi_table import build_pmi_table
+    from tasks.features import encode_passages
+    from tasks.registry import get_task
+
+    data = _merge(args)
+    if not data.get("task") or not data.get("out"):
+        raise ConfigError("pmi needs --task T and --out FILE")
+    task = get_task(data["task"], data_dir=data.get("data_dir"))
+    tokenizer = _tokenizer_for({k: v for k, v in data.items() if k != "policy"})
+    enc = encode_passages(tokenizer, task.corpus, max_length=int(data.get("max_length", 128)), span_splits=())
+    options = {k: int(data[k]) for k in ("max_n", "min_count", "top_k") if k in data}
+    vocab = get_policy("random", tokenizer).vocab
+    table = build_pmi_table(list(enc["input_ids"]), list(enc["word_ids"]), vocab, **options)
+    table.save(data["out"])
+    print(f"{len(table.ngrams)} n-grams; wrote {data['out']}")
+    return 0
+
+
+def bench(args) -> int:
+    from benchmarks.suites import run_suite
+
+    data = _merge(args)
+    if data.get("policies"):
+        data["policies"] = [p.strip() for p in str(data["policies"]).split(",") if p.strip()]
+    result = run_suite(**data)
+    print(result["table"])
+    print(f"wrote {result['out']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Learning a masking policy: direct supervision and bilevel meta-gradients (to come)."""

@@ -1,0 +1,101 @@
+"""Pre-training loop: a short end-to-end run, determinism, resume, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from policies.errors import ArtifactError
+from train.config import PretrainConfig
+from train.pretrain import pretrain
+
+SMALL = dict(task="synthetic:birthplace", task_options={"num_entities": 16}, steps=12, batch_size=8,
+             max_length=32, eval_every=4, save_every=4, progress=False, vocab_size=400)
+
+
+class Killed(Exception):
+    pass
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(path, "model", "model.safetensors"))
+
+
+def test_short_run_writes_model_results_and_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    results = pretrain(PretrainConfig(policy="salient_span", out=str(out), **SMALL))
+    assert results["steps"] == 12
+    assert [h["step"] for h in results["history"]] == [4, 8, 12]
+    assert 0.0 <= results["metrics"]["cloze_em"] <= 1.0 and "cloze_em_train" in results["metrics"]
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["metrics"] == results["metrics"]
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert sorted(os.listdir(out / "checkpoints")) == ["latest", "step-000008", "step-000012"]
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def test_same_seed_same_run_and_resume_after_kill_matches(tmp_path):
+    full = pretrain(PretrainConfig(policy="span", out=str(tmp_path / "full"), **SMALL))
+
+    def kill_at_6(step, history):
+        if step == 6:
+            raise Killed()
+
+    killed = PretrainConfig(policy="span", out=str(tmp_path / "killed"), **SMALL)
+    with pytest.raises(Killed):
+        pretrain(killed, on_step=kill_at_6)
+    assert not (tmp_path / "killed" / "results.json").exists()
+    resumed = pretrain(PretrainConfig(policy="span", out=str(tmp_path / "killed"), resume=True, **SMALL))
+    assert resumed["history"] == full["history"]
+    assert resumed["metrics"] == full["metrics"]
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = pretrain(PretrainConfig(policy="span", out=str(tmp_path / "again"), **SMALL))
+    assert again["history"] == full["history"]  # same seed, same masks, same metrics
+
+
+def test_other_seed_gives_other_run(tmp_path):
+    a = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "a"), evaluate=False, **SMALL))
+    b = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "b"), evaluate=False, **{**SMALL, "seed": 1}))
+    assert a["history"] != b["history"]
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match="no checkpoint"):
+        pretrain(PretrainConfig(out=str(tmp_path / "none"), resume=True, **SMALL))
+
+
+def test_intermediate_pretraining_from_an_existing_checkpoint(tmp_path):
+    first = tmp_path / "general"
+    pretrain(PretrainConfig(policy="random", out=str(first), evaluate=False, **SMALL))
+    second = pretrain(PretrainConfig(policy="whole_word", model=str(first / "model"), out=str(tmp_path / "inter"),
+                                     **{**SMALL, "steps": 4}))
+    assert second["steps"] == 4 and second["config"]["model"] == str(first / "model")
+
+
+@pytest.mark.parametrize("damage", ["missing", "no_weights", "corrupt_weights", "no_config"])
+def test_bad_model_directory_is_refused(tmp_path, damage):
+    src = tmp_path / "src"
+    pretrain(PretrainConfig(policy="random", out=str(src), evaluate=False, **{**SMALL, "steps": 2}))
+    model = src / "model"
+    if damage == "missing":
+        model = tmp_path / "does-not-exist"
+    elif damage == "no_weights":
+        os.remove(model / "model.safetensors")
+    elif damage == "corrupt_weights":
+        (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    else:
+        os.remove(model / "config.json")
+    with pytest.raises(ArtifactError):
+        pretrain(PretrainConfig(policy="random", model=str(model), out=str(tmp_path / "x"), **SMALL))
+    assert not (tmp_path / "x" / "model").exists()
+
+
+def test_long_texts_are_truncated_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="truncated"):
+        pretrain(PretrainConfig(policy="random", out=str(tmp_path / "t"), evaluate=False,
+                                **{**SMALL, "steps": 1, "max_length": 10}))

@@ -1,0 +1,127 @@
+"""Run configurations as plain dataclasses, validated at the boundary.
+
+A config comes from flags, from ``--config FILE`` (YAML or JSON) or both (flags win). Every
+value is checked here, so a bad value fails with one clear line before any model is built.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from policies import MaskingConfig
+from policies.errors import ConfigError
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning for classification tasks (evaluation by accuracy)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    max_train_examples: int | None = None  # cap for quick runs
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "learning_rate")
+
+
+@dataclass
+class PretrainConfig:
+    task: str = "synthetic:birthplace"
+    policy: str = "random"
+    policy_options: dict = field(default_factory=dict)
+    model: str = "tiny"  # size preset (tiny, mini, base) or a masked-LM checkpoint (dir or hub name)
+    model_options: dict = field(default_factory=dict)  # BertConfig overrides for a preset (e.g. hidden_dropout_prob)
+    tokenizer: str | None = None  # dir/hub name or a WordPiece vocab file; default: the model's, else built from the task
+    vocab_size: int = 8000  # for a tokenizer built from the task corpus
+    out: str = "runs/pretrain"
+    steps: int = 2000  # optimizer updates
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    seed: int = 0
+    eval_every: int = 500  # periodic evaluation (0 = only at the end)
+    save_every: int = 500  # checkpoint interval (0 = only at the end)
+    keep_checkpoints: int = 2
+    resume: bool = False
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    data_dir: str | None = None
+    task_options: dict = field(default_factory=dict)
+    evaluate: bool = True  # evaluate on the downstream task after pre-training
+    progress: bool = True
+    device: str = "auto"  # auto | cpu
+
+    def __post_init__(self) -> None:
+        if isinstance(self.masking, dict):
+            self.masking = MaskingConfig.from_dict(self.masking)
+        if isinstance(self.finetune, dict):
+            self.finetune = _from_dict(FinetuneConfig, self.finetune, "finetune")
+        _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length")
+        for name in ("eval_every", "save_every", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError("keep_checkpoints must be >= 1")
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError(f"device must be 'auto' or 'cpu', got {self.device!r}")
+        for name in ("policy_options", "task_options", "model_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainConfig":
+        return _from_dict(cls, data, "pretrain")
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _from_dict(cls, data: dict, what: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} config must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**data)
+    except TypeError as err:  # e.g. a nested value of the wrong shape
+        raise ConfigError(f"bad {what} config: {err}") from None
+
+
+def load_config_file(path: str) -> dict:
+    """Read a YAML or JSON config file into a dict (clear errors, no partial state)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # json.JSONDecodeError / yaml.YAMLError
+        raise ConfigError(f"cannot parse config file {path}: {str(err).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of options")
+    return data

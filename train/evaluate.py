@@ -1,0 +1,100 @@
+"""Downstream evaluation of a masked LM on a task.
+
+- ``cloze`` tasks: closed-book cloze exact match. The question's blank is shown as as many
+  [MASK] tokens as the answer has; the answer counts only if every token is right.
+- ``classification`` tasks: fine-tune a classifier from the LM, report accuracy.
+- ``corpus`` tasks: masked-token accuracy and MLM loss on held-out passages under a fixed
+  random 15% mask (same positions for every model, so numbers are comparable).
+
+Every metric dict has a ``score`` entry: the task's main number, higher is better.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from policies import Masker, MaskingCollator, MaskingConfig, get_policy
+from tasks.base import Task
+from tasks.features import cloze_exact_match, encode_cloze, encode_passages
+
+from .config import FinetuneConfig
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size: int = 128) -> float:
+    """Fraction of questions whose answer tokens are all predicted exactly."""
+    if not questions:
+        return float("nan")
+    data = encode_cloze(tokenizer, questions, max_length=max_length)
+    pad = MaskingCollator(tokenizer).pad
+    loader = DataLoader(data.remove_columns([c for c in data.column_names if c not in ("input_ids", "labels")]),
+                        batch_size=batch_size, collate_fn=pad)
+    was_training = model.training
+    model.eval()
+    device, correct = _device_of(model), 0
+    for batch in loader:
+        labels = batch.pop("labels").to(device)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        correct += int(cloze_exact_match(logits.argmax(-1), labels).sum())
+    model.train(was_training)
+    return correct / len(questions)
+
+
+@torch.no_grad()
+def masked_token_accuracy(model, tokenizer, passages, max_length: int = 64, batch_size: int = 64, seed: int = 1234) -> dict:
+    """MLM accuracy/loss on ``passages`` under a fixed random mask (all [MASK], no 80/10/10)."""
+    data = encode_passages(tokenizer, passages, max_length=max_length, span_splits=())
+    data = data.select_columns(["input_ids"])
+    masker = Masker(get_policy("random", tokenizer), MaskingConfig(mask_replace_prob=1.0, random_replace_prob=0.0))
+    pad = MaskingCollator(tokenizer).pad
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=pad)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    hits = total = 0
+    loss_sum = 0.0
+    for batch in loader:
+        masked = masker(batch, generator=generator)
+        masked = {k: v.to(device) for k, v in masked.items()}
+        out = model(**masked)
+        sel = masked["labels"] != -100
+        n = int(sel.sum())
+        hits += int((out.logits.argmax(-1)[sel] == masked["labels"][sel]).sum())
+        loss_sum += float(out.loss) * n
+        total += n
+    model.train(was_training)
+    return {"mlm_accuracy": hits / max(total, 1), "mlm_loss": loss_sum / max(total, 1), "masked_tokens": total}
+
+
+def evaluate_task(
+    model,
+    tokenizer,
+    task: Task,
+    *,
+    max_length: int = 64,
+    finetune: FinetuneConfig | None = None,
+    seed: int = 0,
+    quick: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Metrics of ``model`` on ``task`` (see module doc). ``quick`` skips fine-tuning
+    (periodic evaluation during pre-training uses masked-token accuracy instead)."""
+    if task.kind == "cloze":
+        em = cloze_accuracy(model, tokenizer, task.eval, max_length)
+        out = {"cloze_em": em, "score": em, "num_eval": len(task.eval)}
+        if not quick:
+            out["cloze_em_train"] = cloze_accuracy(model, tokenizer, task.train, max_length)
+        return out
+    held_out = task.eval_corpus or task.corpus[: max(1, min(512, len(task.corpus) // 10))]
+    mlm = masked_token_accuracy(model, tokenizer, held_out, max_length)
+    if task.kind == "corpus" or quick:
+        return {**mlm, "score": mlm["mlm_accuracy"]}
+    from .finetune import finetune_classifier
+
+    cls = finetune_classifier(model, tokenizer, task, finetune or FinetuneConfig(), max_length=max_length, seed=seed, progress=progress)
+    return {**mlm, **cls, "score": cls["accuracy"]}
