@@ -77,9 +77,9 @@ def main() -> None:
     args = ap.parse_args()
     tokenizer = None
     if args.vocab:
-        from transformers import BertTokenizerFast
+        from tasks.tokenizer import load_vocab_tokenizer
 
-        tokenizer = BertTokenizerFast(args.vocab)
+        tokenizer = load_vocab_tokenizer(args.vocab)
     result = run(tokenizer, args.batch_size, args.length, args.batches, tuple(args.policies.split(",")))
     for name, tps in result["tokens_per_second"].items():
         print(f"{name:40s} {tps:>12,} tokens/s   ratio {result['ratio_vs_hf'][name]:.2f}")

@@ -54,29 +54,52 @@ def pretrain(args) -> int:
 def evaluate(args) -> int:
     from tasks.registry import get_task
     from train.checkpoint import write_json_atomic
+    from train.config import FinetuneConfig
     from train.evaluate import evaluate_task
     from train.models import load_masked_lm, load_tokenizer
 
     data = _merge(args)
-    unknown = set(data) - {"model", "task", "data_dir", "max_length", "seed", "out"}
+    unknown = set(data) - {"model", "task", "task_options", "data_dir", "max_length", "seed", "out", "finetune"}
     if unknown:
         raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
-    if not data.get("model") or not data.get("task"):
-        raise ConfigError("evaluate needs --model DIR and --task T")
+    if not data.get("model"):
+        raise ConfigError("evaluate needs --model DIR")
     model_dir = data["model"]
     if not os.path.isdir(model_dir):
         raise ArtifactError(f"model directory not found: {model_dir}")
+    # Defaults from the run that wrote the model: its task (with options), length, seed.
+    run = _run_config(model_dir)
+    same_task = data.get("task") in (None, run.get("task"))
+    task_name = data.get("task") or run.get("task")
+    if not task_name:
+        raise ConfigError(f"evaluate needs --task (no run config in {model_dir})")
+    task_options = data.get("task_options", run.get("task_options", {}) if same_task else {})
+    seed = int(data.get("seed", run.get("seed", 0)))
     model = load_masked_lm(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    seed = int(data.get("seed", 0))
-    task = get_task(data["task"], data_dir=data.get("data_dir"), seed=seed)
-    metrics = evaluate_task(model, tokenizer, task, max_length=int(data.get("max_length", 64)), seed=seed, progress=True)
+    task = get_task(task_name, data_dir=data.get("data_dir", run.get("data_dir")), seed=seed, **task_options)
+    finetune = FinetuneConfig(**data["finetune"]) if "finetune" in data else None
+    metrics = evaluate_task(model, tokenizer, task, max_length=int(data.get("max_length", run.get("max_length", 64))),
+                            finetune=finetune, seed=seed, progress=True)
     safe = "".join(c if c.isalnum() else "_" for c in task.name)
     out = data.get("out") or os.path.join(model_dir, f"eval_{safe}.json")
     write_json_atomic(out, {"model": model_dir, "task": task.name, "metrics": metrics})
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out}")
     return 0
+
+
+def _run_config(model_dir: str) -> dict:
+    from train.pretrain import RUN_CONFIG_FILE
+
+    path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get("config", {})
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is corrupt: {err}") from None
 
 
 def _tokenizer_for(data: dict):

@@ -64,9 +64,9 @@ def load_masked_lm(name_or_path: str):
 
 def load_tokenizer(name_or_path: str):
     if os.path.isfile(name_or_path):  # a WordPiece vocab file
-        from transformers import BertTokenizerFast
+        from tasks.tokenizer import load_vocab_tokenizer
 
-        return BertTokenizerFast(name_or_path)
+        return load_vocab_tokenizer(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as err:
