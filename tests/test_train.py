@@ -99,3 +99,43 @@ def test_long_texts_are_truncated_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="truncated"):
         pretrain(PretrainConfig(policy="random", out=str(tmp_path / "t"), evaluate=False,
                                 **{**SMALL, "steps": 1, "max_length": 10}))
+
+
+def _classification_task(root):
+    import random
+
+    rng = random.Random(0)
+    good, bad = ["great", "superb", "lovely"], ["awful", "dull", "poor"]
+    lines = []
+    for i in range(120):
+        label = i % 2
+        word = rng.choice(good if label else bad)
+        lines.append({"text": f"the film was {word} and the cast was {rng.choice(['fine', 'young', 'large'])}",
+                      "label": "pos" if label else "neg"})
+    (root / "corpus.txt").write_text("\n".join(d["text"] for d in lines) + "\n")
+    (root / "train.jsonl").write_text("\n".join(json.dumps(d) for d in lines[:100]) + "\n")
+    (root / "eval.jsonl").write_text("\n".join(json.dumps(d) for d in lines[100:]) + "\n")
+    (root / "task.yaml").write_text("name: toy-sentiment\ntype: classification\ncorpus: corpus.txt\n"
+                                    "train: train.jsonl\neval: eval.jsonl\n")
+    return root
+
+
+def test_classification_task_from_files_is_fine_tuned_and_scored(tmp_path):
+    task_dir = _classification_task(tmp_path)
+    results = pretrain(PretrainConfig(task=str(task_dir), policy="whole_word", out=str(tmp_path / "run"),
+                                      finetune={"epochs": 3, "batch_size": 16, "learning_rate": 1e-3},
+                                      **{**SMALL, "task_options": {}, "steps": 4}))
+    m = results["metrics"]
+    assert m["num_eval"] == 20 and 0.0 <= m["accuracy"] <= 1.0 and m["score"] == m["accuracy"]
+    assert m["accuracy"] >= 0.8  # one word decides the label: fine-tuning must find it
+    assert 0.0 <= m["mlm_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_gold_spans_beat_random_on_the_synthetic_world(tmp_path):
+    """The headline: tiny BERT, 2,000 intermediate steps (a few minutes on 2 CPU cores)."""
+    base = dict(task="synthetic:birthplace", steps=2000, progress=False, eval_every=0, save_every=0)
+    salient = pretrain(PretrainConfig(policy="salient_span", out=str(tmp_path / "s"), **base))
+    random_ = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "r"), **base))
+    assert salient["metrics"]["cloze_em"] >= 0.9
+    assert random_["metrics"]["cloze_em"] <= 0.5
