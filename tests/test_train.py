@@ -122,9 +122,9 @@ def _classification_task(root):
 
 def test_classification_task_from_files_is_fine_tuned_and_scored(tmp_path):
     task_dir = _classification_task(tmp_path)
-    results = pretrain(PretrainConfig(task=str(task_dir), policy="whole_word", out=str(tmp_path / "run"),
-                                      finetune={"epochs": 3, "batch_size": 16, "learning_rate": 1e-3},
-                                      **{**SMALL, "task_options": {}, "steps": 4}))
+    options = {**SMALL, "task": str(task_dir), "task_options": {}, "steps": 4}
+    results = pretrain(PretrainConfig(policy="whole_word", out=str(tmp_path / "run"),
+                                      finetune={"epochs": 10, "batch_size": 16, "learning_rate": 1e-3}, **options))
     m = results["metrics"]
     assert m["num_eval"] == 20 and 0.0 <= m["accuracy"] <= 1.0 and m["score"] == m["accuracy"]
     assert m["accuracy"] >= 0.8  # one word decides the label: fine-tuning must find it
