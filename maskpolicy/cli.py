@@ -1,5 +1,6 @@
 """``maskpolicy``: one command, subcommands mapped onto the layers.
 
+    learn     (meta/)        learn a policy network: supervised labels or bilevel meta-gradients
     pretrain  (train/)       intermediate or general MLM pre-training with a policy, then evaluation
     evaluate  (train/)       evaluate a saved model on a task
     show      (policies/)    a policy's mask probabilities over a text (terminal, --png heatmap)
@@ -50,6 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-evaluate", action="store_false", dest="evaluate", default=None)
     p.add_argument("--cpu", action="store_const", const="cpu", dest="device")
     p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
+
+    p = sub.add_parser("learn", help="learn a policy network for a task (supervised or meta-gradients)")
+    _add_config(p)
+    p.add_argument("--task")
+    p.add_argument("--method", choices=["supervised", "meta"])
+    p.add_argument("--out", help="policy directory to write")
+    p.add_argument("--backend", choices=["func", "higher", "fd"], help="meta-gradient backend (meta)")
+    p.add_argument("--meta-steps", type=int, help="number of meta-steps (meta)")
+    p.add_argument("--inner-steps", type=int, help="K differentiable inner steps (meta)")
+    p.add_argument("--inner-lr", type=float, help="inner learning rate (meta)")
+    p.add_argument("--model", help="LM for meta: preset (briefly pre-trained first) or checkpoint dir")
+    p.add_argument("--epochs", type=int, help="epochs (supervised)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--quiet", action="store_false", dest="progress", default=None)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task")
     _add_config(p)

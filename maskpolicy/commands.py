@@ -51,6 +51,28 @@ def pretrain(args) -> int:
     return 0
 
 
+def learn(args) -> int:
+    from meta.learn import LearnConfig, learn as run
+
+    data = _merge(args)
+    meta = data.setdefault("meta", {})
+    for flag, key in (("backend", "backend"), ("meta_steps", "meta_steps")):
+        if flag in data:
+            meta[key] = data.pop(flag)
+    for flag, key in (("inner_steps", "steps"), ("inner_lr", "lr")):
+        if flag in data:
+            meta.setdefault("inner", {})[key] = data.pop(flag)
+    if "epochs" in data:
+        data.setdefault("supervised", {})["epochs"] = data.pop("epochs")
+    config = LearnConfig.from_dict(data)
+    report = run(config)
+    final = report.get("held_out") or report.get("metrics") or {}
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float))
+    print(f"{report['task']} / {report['method']}: {shown} ({report['seconds']:.0f} s)")
+    print(f"wrote policy {config.out}")
+    return 0
+
+
 def evaluate(args) -> int:
     from tasks.registry import get_task
     from train.checkpoint import write_json_atomic

@@ -1,0 +1,204 @@
+"""Learning a masking policy from the downstream loss alone: bilevel meta-gradients.
+
+One meta-step:
+1. pair the batches: draw ``outer_batch`` training questions, take the corpus passages about
+   the same things (same ``key``) as the inner batch, so that one inner step on those
+   passages can change the answers to those questions;
+2. explore: a random ``explore_rate`` of the inner tokens become candidates ([MASK] in the
+   input, labelled); the policy's probabilities on them are the soft mask weights ``w``;
+3. hypergradient ``g = dL_out(phi_K(w)) / dw`` [B, T] from one of the backends in
+   ``hypergrad.py`` (K differentiable inner MLM steps, then the cloze loss);
+4. the policy learns from ``g`` (``objective``): ``"distill"`` fits the policy to the
+   ``rate`` share of candidates with the most negative ``g`` (the tokens whose masking most
+   lowers the downstream loss), ``"chain"`` back-propagates ``sum g * p`` (the exact chain rule through ``w = p``);
+5. co-training (``co_train``): the language model takes an MLM step on masks drawn from
+   the current policy ("mlm"), keeps its differentiable inner update ("inner"), or stays
+   as it is ("none").
+
+A step whose hypergradient or loss is not finite is skipped and counted, never applied.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from policies import LearnedPolicy, Masker, MaskingCollator, MaskingConfig
+from policies.errors import ConfigError, DataError, MaskpolicyError
+from tasks.base import Task
+from tasks.features import encode_cloze, encode_passages
+
+from .hypergrad import InnerConfig, hypergradient, prepare_for_meta
+
+
+@dataclass
+class MetaConfig:
+    meta_steps: int = 300
+    outer_batch: int = 16  # questions (and their passages) per meta-step
+    backend: str = "func"  # func | higher | fd
+    inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=1, lr=0.05, optimizer="sgd"))
+    explore_rate: float = 0.3  # share of inner tokens that are candidates in a meta-step
+    objective: str = "distill"  # distill | chain
+    rate: float = 0.15  # the budget the policy is used with (distillation targets)
+    policy_lr: float = 3e-3
+    co_train: str = "mlm"  # mlm: the LM also takes an AdamW MLM step on the policy's masks;
+    #                        inner: it keeps its differentiable inner update; none: frozen
+    lm_lr: float = 1e-3  # co_train="mlm"
+    entropy_weight: float = 0.0  # + H(p): keeps probabilities away from 0/1 early
+    budget_weight: float = 0.0  # + (mean p - rate)^2: keeps the mean near the budget
+    grad_clip: float = 1.0
+    max_length: int = 64
+    seed: int = 0
+    eval_every: int = 25
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inner, dict):
+            self.inner = InnerConfig(**{"steps": 1, "lr": 0.05, "optimizer": "sgd", **self.inner})
+        if self.backend not in ("func", "higher", "fd"):
+            raise ConfigError(f"backend must be func, higher or fd, got {self.backend!r}")
+        if self.co_train not in ("mlm", "inner", "none"):
+            raise ConfigError(f"co_train must be mlm, inner or none, got {self.co_train!r}")
+        if self.objective not in ("distill", "chain"):
+            raise ConfigError(f"objective must be distill or chain, got {self.objective!r}")
+        for name in ("meta_steps", "outer_batch", "policy_lr", "max_length"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 < self.explore_rate <= 1.0 or not 0.0 < self.rate < 1.0:
+            raise ConfigError("explore_rate must be in (0, 1] and rate in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PairedBatches:
+    """Outer questions and the inner passages with the same keys, tokenised once."""
+
+    def __init__(self, task: Task, tokenizer, max_length: int, seed: int) -> None:
+        if task.kind != "cloze" or not task.train:
+            raise DataError(f"meta-learning needs a cloze task with training questions; {task.name} has none")
+        passages = encode_passages(tokenizer, task.corpus, max_length=max_length, span_splits=())
+        questions = encode_cloze(tokenizer, task.train, max_length=max_length)
+        self.pad = MaskingCollator(tokenizer).pad
+        self.passages_by_key: dict[str, list[int]] = {}
+        for i, key in enumerate(passages["key"]):
+            self.passages_by_key.setdefault(key, []).append(i)
+        self.questions = [q for q in questions if q["key"] in self.passages_by_key]
+        if not self.questions:
+            raise DataError(f"task {task.name}: no training question shares a key with a corpus passage; "
+                            "meta-learning pairs questions with the passages about the same thing")
+        self.passages = passages
+        self.rng = random.Random(seed)
+
+    def sample(self, n: int) -> tuple[dict, dict]:
+        chosen = self.rng.sample(self.questions, min(n, len(self.questions)))
+        rows = [i for q in chosen for i in self.passages_by_key[q["key"]]]
+        inner = self.pad([{"input_ids": self.passages[i]["input_ids"]} for i in rows])
+        outer = self.pad([{"input_ids": q["input_ids"], "labels": q["labels"]} for q in chosen])
+        return inner, outer
+
+
+def explore(inner: dict, policy: LearnedPolicy, rate: float, generator: torch.Generator) -> dict:
+    """Mask a random ``rate`` of the maskable inner tokens (all [MASK]); labels there."""
+    ids = inner["input_ids"]
+    maskable = policy.maskable(ids, inner["attention_mask"])
+    pick = (torch.rand(ids.shape, generator=generator) < rate) & maskable
+    # At least one candidate per row: the row's first maskable token when none was drawn.
+    none = ~pick.any(dim=1)
+    first = maskable.float().argmax(dim=1)
+    pick[none, first[none]] = maskable[none, first[none]]
+    labels = torch.where(pick, ids, torch.full_like(ids, -100))
+    return {"input_ids": ids.masked_fill(pick, policy.vocab.mask_id), "attention_mask": inner["attention_mask"],
+            "labels": labels, "original_ids": ids}
+
+
+def distill_targets(g: torch.Tensor, candidates: torch.Tensor, rate: float) -> torch.Tensor:
+    """[B, T] 0/1 targets: the ``rate`` share of the batch's candidates with the most negative
+    hypergradient (masking them lowers the downstream loss most), and only where g < 0.
+
+    The share is taken over the whole batch, not per sequence: candidates are a random
+    subset of the tokens, so a per-sequence top-k would call positive whatever happened to
+    be explored in a sequence that holds nothing worth masking."""
+    flat = torch.where(candidates, -g, torch.full_like(g, -math.inf)).flatten()
+    n_pos = max(1, int(round(rate * int(candidates.sum()))))
+    top = torch.zeros_like(flat, dtype=torch.bool)
+    top[flat.topk(n_pos).indices] = True
+    return (top.view_as(g) & candidates & (g < 0)).float()
+
+
+def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaConfig, *,
+               progress: bool = True, on_eval=None) -> dict:
+    """Train ``policy`` by meta-gradients on ``task``; returns a report (history, skipped)."""
+    torch.manual_seed(config.seed)
+    prepare_for_meta(lm)
+    batches = PairedBatches(task, tokenizer, config.max_length, config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
+    # Linear decay to zero: the hypergradient targets are noisy (random exploration, a
+    # co-trained LM), so late steps should average them rather than chase the last one.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / config.meta_steps))
+    lm_optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr) if config.co_train == "mlm" else None
+    lm_masker = Masker(policy, MaskingConfig(rate=config.rate))
+    history, skipped = [], 0
+    bar = tqdm(range(1, config.meta_steps + 1), desc=f"meta ({config.backend})", disable=not progress)
+    for step in bar:
+        inner, outer = batches.sample(config.outer_batch)
+        inner = explore(inner, policy, config.explore_rate, generator)
+        policy.train()
+        probs = policy(inner["original_ids"], inner["attention_mask"])  # [B, T], differentiable
+        candidates = inner["labels"] != -100
+        try:
+            result = hypergradient(lm, {k: inner[k] for k in ("input_ids", "attention_mask", "labels")},
+                                   probs.detach().to(next(lm.parameters()).dtype), outer, config.inner,
+                                   backend=config.backend)
+        except MaskpolicyError as err:  # NaN guard: skip, report, leave policy and LM untouched
+            skipped += 1
+            bar.write(f"meta-step {step} skipped: {err}")
+            continue
+        g = result.grad.to(probs.dtype)
+        maskable = policy.maskable(inner["original_ids"], inner["attention_mask"])
+        if config.objective == "distill":
+            target = distill_targets(g, candidates, config.rate)
+            logits = policy.logits(inner["original_ids"], inner["attention_mask"])
+            loss = F.binary_cross_entropy_with_logits(logits[candidates], target[candidates])
+        else:  # exact chain rule through w = p, scale-free: g normalised by its mean magnitude
+            scale = g[candidates].abs().mean().clamp_min(1e-12)
+            loss = (g / scale * probs)[candidates].sum() / candidates.sum()
+        p = probs[maskable]
+        if config.entropy_weight:
+            entropy = -(p * p.clamp_min(1e-6).log() + (1 - p) * (1 - p).clamp_min(1e-6).log()).mean()
+            loss = loss - config.entropy_weight * entropy
+        if config.budget_weight:
+            loss = loss + config.budget_weight * (p.mean() - config.rate) ** 2
+        if not torch.isfinite(loss):
+            skipped += 1
+            bar.write(f"meta-step {step} skipped: non-finite policy loss")
+            continue
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        if config.co_train == "inner":
+            with torch.no_grad():
+                params = dict(lm.named_parameters())
+                for name, value in result.updated.items():
+                    params[name].copy_(value)
+        elif config.co_train == "mlm":  # intermediate pre-training with the current policy
+            policy.eval()
+            masked = lm_masker({"input_ids": inner["original_ids"], "attention_mask": inner["attention_mask"]},
+                               generator=generator)
+            lm_optimizer.zero_grad()
+            lm(**masked).loss.backward()
+            lm_optimizer.step()
+        bar.set_postfix(outer=f"{result.outer_loss:.3f}")
+        if on_eval is not None and (step % config.eval_every == 0 or step == config.meta_steps):
+            policy.eval()
+            metrics = on_eval(policy)
+            history.append({"step": step, "outer_loss": round(result.outer_loss, 5), **metrics})
+            bar.set_postfix(outer=f"{result.outer_loss:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
+    policy.eval()
+    return {"history": history, "skipped_steps": skipped, "config": config.to_dict()}

@@ -1,0 +1,131 @@
+"""``maskpolicy learn``: learn a policy network for a task and save it as an artifact.
+
+    method "supervised": token labels (answer spans of a QA task, or selective-masking
+                         importance for a classification task) -> weighted BCE -> policy;
+    method "meta":       bilevel meta-gradients from the downstream loss alone (bilevel.py),
+                         on a language model that is general-pre-trained briefly first when
+                         ``model`` is a size preset.
+
+The result is a ``LearnedPolicy`` directory (config JSON + safetensors + tokenizer, the
+report in its metadata) usable anywhere a policy name is: ``--policy DIR``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from policies import LearnedPolicy
+from policies.errors import ConfigError
+from tasks.registry import get_task
+from tasks.tokenizer import tokenizer_for_task
+
+from .bilevel import MetaConfig, meta_learn
+
+
+@dataclass
+class LearnConfig:
+    task: str = "synthetic:birthplace"
+    method: str = "meta"  # supervised | meta
+    out: str = "runs/policy"
+    seed: int = 0
+    data_dir: str | None = None
+    task_options: dict = field(default_factory=dict)
+    policy_options: dict = field(default_factory=dict)  # LearnedPolicy options (embedding_dim, encoder, ...)
+    model: str = "tiny"  # meta: LM preset (general-pre-trained for lm_warmup_steps) or a checkpoint dir
+    lm_warmup_steps: int = 300
+    vocab_size: int = 8000
+    max_length: int = 64
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    supervised: dict = field(default_factory=dict)  # SupervisedConfig options
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("supervised", "meta"):
+            raise ConfigError(f"method must be 'supervised' or 'meta', got {self.method!r}")
+        if isinstance(self.meta, dict):
+            self.meta = MetaConfig(**{"seed": self.seed, "max_length": self.max_length, **self.meta})
+        if self.lm_warmup_steps < 0:
+            raise ConfigError("lm_warmup_steps must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LearnConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown learn option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ConfigError(f"bad learn config: {err}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def warm_language_model(config: LearnConfig, tokenizer):
+    """The LM the meta-steps differentiate through: a checkpoint, or a preset general-
+    pre-trained briefly (random masking) on the task corpus so that it reads the language."""
+    from train.config import PretrainConfig
+    from train.models import is_preset, load_masked_lm
+    from train.pretrain import pretrain
+
+    if not is_preset(config.model):
+        return load_masked_lm(config.model)
+    tmp = tempfile.mkdtemp(prefix="maskpolicy-lm-")
+    try:
+        tok_dir = os.path.join(tmp, "tokenizer")
+        tokenizer.save_pretrained(tok_dir)
+        pretrain(PretrainConfig(task=config.task, task_options=config.task_options, data_dir=config.data_dir,
+                                policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(tmp, "run"),
+                                steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,
+                                eval_every=0, save_every=0, evaluate=False, progress=config.progress,
+                                model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+        return load_masked_lm(os.path.join(tmp, "run", "model"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def learn(config: LearnConfig) -> dict:
+    from .metrics import answer_recall, token_prf
+
+    started = time.perf_counter()
+    task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
+    tokenizer = tokenizer_for_task(task, vocab_size=config.vocab_size)
+    if config.method == "supervised":
+        from .supervised import SupervisedConfig, learn_supervised
+
+        sup = SupervisedConfig(**{"seed": config.seed, "max_length": config.max_length, **config.supervised})
+        policy, report = learn_supervised(task, tokenizer, config.policy_options, sup, progress=config.progress)
+    else:
+        import torch
+
+        torch.manual_seed(config.seed)
+        lm = warm_language_model(config, tokenizer)
+        policy = LearnedPolicy(tokenizer, **config.policy_options)
+
+        def on_eval(p):
+            return {"answer_recall": answer_recall(p, tokenizer, task, split="eval", rate=config.meta.rate,
+                                                   max_length=config.max_length)} if task.has_spans else {}
+
+        start = time.perf_counter()
+        report = meta_learn(policy, lm, task, tokenizer, config.meta, progress=config.progress, on_eval=on_eval)
+        report["meta_seconds"] = round(time.perf_counter() - start, 2)
+        if task.has_spans:
+            from .labels import answer_span_labels
+
+            held_out = answer_span_labels(task, tokenizer, max_length=config.max_length, split="eval")
+            report["held_out"] = token_prf(policy, held_out, rate=config.meta.rate)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    report["task"], report["method"] = task.name, config.method
+    policy.save_pretrained(config.out, tokenizer=tokenizer,
+                           metadata={"learn_config": config.to_dict(), "report": _jsonable(report)})
+    return report
+
+
+def _jsonable(value):
+    import json
+
+    return json.loads(json.dumps(value, default=str))
