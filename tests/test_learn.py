@@ -1,0 +1,96 @@
+"""maskpolicy learn: meta-learning loop and the saved artifact, on a small synthetic world."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import meta.bilevel as bilevel
+from maskpolicy.cli import main
+from meta.bilevel import MetaConfig, distill_targets
+from meta.learn import LearnConfig, learn
+from policies import LearnedPolicy, get_policy
+from policies.errors import ConfigError, MaskpolicyError
+
+SMALL = dict(task="synthetic:birthplace", task_options={"num_entities": 24}, lm_warmup_steps=20, vocab_size=400,
+             max_length=32, progress=False)
+
+
+def test_distill_targets_pick_the_most_negative_hypergradients():
+    g = torch.tensor([[-5.0, 0.1, -0.2, 0.0], [-1.0, -3.0, 2.0, 0.0]])
+    candidates = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    # rate 0.3 of 7 candidates -> 2 positives: the two most negative (-5 and -3).
+    assert distill_targets(g, candidates, 0.3).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+    # Never a positive where masking would not help (g >= 0).
+    assert distill_targets(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), 0.9).sum() == 0
+
+
+@pytest.mark.parametrize("backend", ["func", "fd"])
+def test_meta_learning_writes_a_loadable_policy_that_beats_random(tmp_path, backend):
+    out = tmp_path / "pol"
+    report = learn(LearnConfig(method="meta", out=str(out), meta={"meta_steps": 60, "backend": backend,
+                                                                   "eval_every": 30, "outer_batch": 8}, **SMALL))
+    assert report["skipped_steps"] == 0 and len(report["history"]) == 2
+    held = report["held_out"]
+    assert held["recall"] > held["random_recall"] + 0.2  # learned from the downstream loss alone
+    saved = json.loads((out / "policy_config.json").read_text())
+    assert saved["metadata"]["report"]["method"] == "meta"
+    policy = get_policy(str(out), None)
+    assert isinstance(policy, LearnedPolicy)
+
+
+def test_nan_meta_step_is_skipped_and_reported(tmp_path, monkeypatch):
+    real = bilevel.hypergradient
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MaskpolicyError("the outer loss is not finite")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bilevel, "hypergradient", flaky)
+    report = learn(LearnConfig(method="meta", out=str(tmp_path / "p"), meta={"meta_steps": 4, "eval_every": 2,
+                                                                           "outer_batch": 4}, **SMALL))
+    assert report["skipped_steps"] == 1
+    policy = LearnedPolicy.from_pretrained(str(tmp_path / "p"))
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+def test_supervised_via_cli_and_show(tmp_path, capsys):
+    out = tmp_path / "sup"
+    code = main(["learn", "--task", "synthetic:birthplace", "--method", "supervised", "--out", str(out),
+                 "--epochs", "5", "--quiet"])
+    assert code == 0 and "recall" in capsys.readouterr().out
+    assert main(["show", "--policy", str(out), "--text", "people say Dravik grew up in Velmora ."]) == 0
+    assert "learned" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--inner-steps", "0"], "steps"),
+    (["--inner-lr", "0"], "lr"),
+    (["--meta-steps", "0"], "meta_steps"),
+])
+def test_bad_meta_options_are_refused(tmp_path, capsys, argv, message):
+    code = main(["learn", "--method", "meta", "--out", str(tmp_path / "x")] + argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("maskpolicy: error:") and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_supervised_needs_a_supervision_signal(tmp_path, capsys):
+    corpus = tmp_path / "task"
+    corpus.mkdir()
+    (corpus / "corpus.txt").write_text("nothing here mentions the answer\nnor here\n")
+    (corpus / "q.jsonl").write_text(json.dumps({"question": "who is [BLANK] ?", "answers": ["Zed"]}) + "\n")
+    (corpus / "task.yaml").write_text("name: nospan\ntype: cloze\ncorpus: corpus.txt\ntrain: q.jsonl\neval: q.jsonl\n")
+    code = main(["learn", "--task", str(corpus), "--method", "supervised", "--out", str(tmp_path / "p"), "--quiet"])
+    assert code == 2 and "no answer spans" in capsys.readouterr().err
+
+
+def test_meta_config_validation():
+    with pytest.raises(ConfigError):
+        MetaConfig(backend="nope")
+    with pytest.raises(ConfigError):
+        MetaConfig(co_train="sometimes")
