@@ -52,6 +52,7 @@ class LearnedPolicy(MaskingPolicy):
         dropout: float = 0.0,
         context_dim: int = 0,
         init_bias: float = -2.0,
+        temperature: float = 1.0,
         max_length: int = 512,
     ) -> None:
         super().__init__(tokenizer, vocab=vocab)
@@ -71,6 +72,12 @@ class LearnedPolicy(MaskingPolicy):
         if isinstance(init_bias, bool) or not isinstance(init_bias, (int, float)) or not math.isfinite(init_bias):
             raise ConfigError(f"learned: init_bias must be a finite number, got {init_bias!r}")
         self.init_bias = float(init_bias)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ConfigError(f"learned: temperature must be a positive number, got {temperature!r}")
+        # probs = sigmoid(logits / temperature): < 1 sharpens. The sampler draws in proportion
+        # to probabilities, so a trained policy whose non-targets keep ~0.1 each would
+        # otherwise spend much of the budget on them. Training uses ``logits`` directly.
+        self.temperature = float(temperature)
         if self.encoder == "transformer" and self.embedding_dim % self.num_heads:
             raise ConfigError(
                 f"learned: embedding_dim ({self.embedding_dim}) must be divisible by num_heads ({self.num_heads})"
@@ -161,7 +168,7 @@ class LearnedPolicy(MaskingPolicy):
         """sigmoid(logits); ``forward`` passes ``attention_mask`` through ``extras``."""
         extras = dict(extras)
         attention_mask = extras.pop("attention_mask", None)
-        return torch.sigmoid(self.logits(input_ids, attention_mask, **extras))
+        return torch.sigmoid(self.logits(input_ids, attention_mask, **extras) / self.temperature)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **extras) -> torch.Tensor:
         # As the base forward, but the encoder also needs attention_mask to ignore padding.
@@ -181,13 +188,19 @@ class LearnedPolicy(MaskingPolicy):
 
 
 def _load_directory(path: str, tokenizer=None, **options) -> LearnedPolicy:
-    unknown = sorted(set(options) - {"map_location"})
+    unknown = sorted(set(options) - {"map_location", "temperature"})
     if unknown:
         raise ConfigError(
-            f"a saved policy directory takes no option {', '.join(map(repr, unknown))} (only map_location); "
+            f"a saved policy directory takes no option {', '.join(map(repr, unknown))} (only map_location, temperature); "
             "its options are fixed when it is trained"
         )
-    return LearnedPolicy.from_pretrained(path, tokenizer, **options)
+    temperature = options.pop("temperature", None)
+    policy = LearnedPolicy.from_pretrained(path, tokenizer, **options)
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ConfigError(f"learned: temperature must be a positive number, got {temperature!r}")
+        policy.temperature = float(temperature)
+    return policy
 
 
 register_directory_loader(_load_directory)

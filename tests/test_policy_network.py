@@ -250,3 +250,17 @@ def test_runs_on_the_device_of_its_batches(tokenizer, batch, tmp_path):
     for moved in (policy.to("cuda"), LearnedPolicy.from_pretrained(tmp_path / "p", tokenizer, map_location="cuda")):
         probs = moved(batch["input_ids"].cuda(), batch["attention_mask"].cuda())
         assert probs.device.type == "cuda" and torch.allclose(probs.cpu(), expected, atol=1e-5)
+
+
+def test_temperature_sharpens_without_reordering(tokenizer, batch, tmp_path):
+    policy = LearnedPolicy(tokenizer, init_bias=0.0)
+    with torch.no_grad():
+        policy.head[1].bias.fill_(-1.0)
+    base = policy(batch["input_ids"], batch["attention_mask"])
+    policy.save_pretrained(str(tmp_path / "p"), tokenizer=tokenizer)
+    sharp = get_policy(str(tmp_path / "p"), tokenizer, temperature=0.25)(batch["input_ids"], batch["attention_mask"])
+    real = base > 0
+    assert torch.equal(base[real].argsort(stable=True), sharp[real].argsort(stable=True))
+    assert (sharp[real] < base[real]).all()  # every probability below 0.5 moves towards 0
+    with pytest.raises(ConfigError, match="temperature"):
+        LearnedPolicy(tokenizer, temperature=0.0)
