@@ -38,6 +38,7 @@ class LearnConfig:
     lm_warmup_steps: int = 300
     vocab_size: int = 8000
     max_length: int = 64
+    temperature: float = 0.25  # saved with the policy: sigmoid(logits / T) sharpens what the sampler draws
     meta: MetaConfig = field(default_factory=MetaConfig)
     supervised: dict = field(default_factory=dict)  # SupervisedConfig options
     progress: bool = True
@@ -47,6 +48,8 @@ class LearnConfig:
             raise ConfigError(f"method must be 'supervised' or 'meta', got {self.method!r}")
         if isinstance(self.meta, dict):
             self.meta = MetaConfig(**{"seed": self.seed, "max_length": self.max_length, **self.meta})
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature!r}")
         if self.lm_warmup_steps < 0:
             raise ConfigError("lm_warmup_steps must be >= 0")
 
@@ -118,6 +121,7 @@ def learn(config: LearnConfig) -> dict:
 
             held_out = answer_span_labels(task, tokenizer, max_length=config.max_length, split="eval")
             report["held_out"] = token_prf(policy, held_out, rate=config.meta.rate)
+    policy.temperature = config.temperature  # after learning: training works on the logits
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["task"], report["method"] = task.name, config.method
     policy.save_pretrained(config.out, tokenizer=tokenizer,
