@@ -21,7 +21,7 @@ SUITES = {
         task="synthetic:birthplace",
         policies=["random", "whole_word", "span", "pmi", "salient_span"],
         steps=2000,
-        quick_steps=300,
+        quick_steps=1000,
     ),
 }
 
