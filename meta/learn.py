@@ -15,9 +15,10 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from policies import LearnedPolicy
+from policies.configs import config_from_dict
 from policies.errors import ConfigError
 from tasks.registry import get_task
 from tasks.tokenizer import tokenizer_for_task
@@ -55,14 +56,7 @@ class LearnConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LearnConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown learn option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        try:
-            return cls(**data)
-        except TypeError as err:
-            raise ConfigError(f"bad learn config: {err}") from None
+        return config_from_dict(cls, data, "learn")
 
     def to_dict(self) -> dict:
         return asdict(self)

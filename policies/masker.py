@@ -10,11 +10,12 @@ the collator, the training loops and the benchmarks all mask the same way:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
 from .base import MaskingPolicy
+from .configs import config_from_dict
 from .corruption import CorruptionConfig, corrupt, replacement_candidates
 from .errors import ConfigError, MaskpolicyError
 from .sampler import check_rate, sample_mask
@@ -41,11 +42,7 @@ class MaskingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MaskingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown masking option(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "masking")
 
     def to_dict(self) -> dict:
         return asdict(self)

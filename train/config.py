@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from policies import MaskingConfig
+from policies.configs import config_from_dict
 from policies.errors import ConfigError
 
 
@@ -60,7 +61,7 @@ class PretrainConfig:
         if isinstance(self.masking, dict):
             self.masking = MaskingConfig.from_dict(self.masking)
         if isinstance(self.finetune, dict):
-            self.finetune = _from_dict(FinetuneConfig, self.finetune, "finetune")
+            self.finetune = config_from_dict(FinetuneConfig, self.finetune, "finetune")
         _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length")
         for name in ("eval_every", "save_every", "weight_decay"):
             if getattr(self, name) < 0:
@@ -82,7 +83,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PretrainConfig":
-        return _from_dict(cls, data, "pretrain")
+        return config_from_dict(cls, data, "pretrain")
 
 
 def _positive(obj, *names: str) -> None:
@@ -90,19 +91,6 @@ def _positive(obj, *names: str) -> None:
         value = getattr(obj, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{name} must be a positive number, got {value!r}")
-
-
-def _from_dict(cls, data: dict, what: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} config must be a mapping, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        return cls(**data)
-    except TypeError as err:  # e.g. a nested value of the wrong shape
-        raise ConfigError(f"bad {what} config: {err}") from None
 
 
 def load_config_file(path: str) -> dict:
