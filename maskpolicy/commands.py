@@ -23,6 +23,10 @@ def _merge(args, rename: dict | None = None) -> dict:
     return data
 
 
+def _format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
 def _parse_options(items: list[str]) -> dict:
     import yaml
 
@@ -44,9 +48,7 @@ def pretrain(args) -> int:
         data.setdefault("masking", {})["rate"] = data.pop("rate")
     config = PretrainConfig.from_dict(data)
     results = run(config)
-    metrics = results.get("metrics", {})
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"{config.task} / {config.policy}: {shown or 'no evaluation'}")
+    print(f"{config.task} / {config.policy}: {_format_metrics(results.get('metrics', {})) or 'no evaluation'}")
     print(f"wrote {os.path.join(config.out, 'model')} and {os.path.join(config.out, 'results.json')}")
     return 0
 
@@ -67,8 +69,7 @@ def learn(args) -> int:
     config = LearnConfig.from_dict(data)
     report = run(config)
     final = report.get("held_out") or report.get("metrics") or {}
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if isinstance(v, float))
-    print(f"{report['task']} / {report['method']}: {shown} ({report['seconds']:.0f} s)")
+    print(f"{report['task']} / {report['method']}: {_format_metrics(final)} ({report['seconds']:.0f} s)")
     print(f"wrote policy {config.out}")
     return 0
 

@@ -58,3 +58,18 @@ def padded_batch(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
 @pytest.fixture()
 def batch(tokenizer, sentences):
     return padded_batch(tokenizer, sentences[:32])
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_task():
+    """synthetic:birthplace with 40 entities (fast), shared by task and learning tests."""
+    from tasks.registry import get_task
+
+    return get_task("synthetic:birthplace", num_entities=40)
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_tokenizer(small_synthetic_task):
+    from tasks.tokenizer import tokenizer_for_task
+
+    return tokenizer_for_task(small_synthetic_task)

@@ -15,18 +15,16 @@ from meta.supervised import SupervisedConfig, learn_supervised, train_supervised
 from policies import LearnedPolicy, MaskingPolicy
 from policies.errors import ConfigError, DataError
 from tasks.base import ClozeQuestion, Passage, Span, Task
-from tasks.registry import get_task
-from tasks.tokenizer import tokenizer_for_task
 
 
 @pytest.fixture(scope="module")
-def task():
-    return get_task("synthetic:birthplace", num_entities=40)
+def task(small_synthetic_task):
+    return small_synthetic_task
 
 
 @pytest.fixture(scope="module")
-def tok(task):
-    return tokenizer_for_task(task)
+def tok(small_synthetic_tokenizer):
+    return small_synthetic_tokenizer
 
 
 def test_labels_mark_exactly_the_answer_tokens(task, tok):

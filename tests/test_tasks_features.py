@@ -15,7 +15,6 @@ from transformers import AutoTokenizer
 from policies.errors import DataError
 from tasks.base import BLANK, ClozeQuestion, LabeledText, Passage, Span
 from tasks.features import cloze_exact_match, encode_cloze, encode_labeled, encode_passages
-from tasks.registry import get_task
 from tasks.tokenizer import build_tokenizer, load_vocab_tokenizer, tokenizer_for_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +24,13 @@ TEXTS = ["Dravik was born in Velmora long ago .", "the birthplace of Olmeth is Q
 
 
 @pytest.fixture(scope="module")
-def task():
-    return get_task("synthetic:birthplace", num_entities=40)
+def task(small_synthetic_task):
+    return small_synthetic_task
 
 
 @pytest.fixture(scope="module")
-def tok(task):
-    return tokenizer_for_task(task)
+def tok(small_synthetic_tokenizer):
+    return small_synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")
