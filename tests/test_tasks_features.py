@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from policies.errors import DataError
 from tasks.base import BLANK, ClozeQuestion, LabeledText, Passage, Span
 from tasks.features import cloze_exact_match, encode_cloze, encode_labeled, encode_passages
-from tasks.tokenizer import build_tokenizer, load_vocab_tokenizer, tokenizer_for_task
+from tasks.tokenizer import build_tokenizer, load_vocab_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ROOT.parent / "shared" / "data" / "vocab" / "bert_base_uncased_vocab.txt"
