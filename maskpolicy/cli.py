@@ -25,13 +25,21 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON file with options (flags override it)")
 
 
+def _add_task(p: argparse.ArgumentParser, vocab_size: bool = True) -> None:
+    p.add_argument("--task", help="task name (synthetic:birthplace, mr, squad, ...) or a task directory")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                   help="task option, e.g. num_entities=400 or seed=1 for the synthetic world (repeatable)")
+    if vocab_size:
+        p.add_argument("--vocab-size", type=int, help="size of the WordPiece vocabulary built from the task")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskpolicy", description="Learned masking policies for MLM pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pre-train a masked LM on a task corpus with a masking policy, then evaluate")
     _add_config(p)
-    p.add_argument("--task", help="task name (synthetic:birthplace, mr, squad, ...) or a task directory")
+    _add_task(p)
     p.add_argument("--policy", help="policy name or a saved policy directory")
     p.add_argument("--policy-option", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
     p.add_argument("--model", help="size preset (tiny, mini, small, base) or a masked-LM checkpoint dir / hub name")
@@ -54,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("learn", help="learn a policy network for a task (supervised or meta-gradients)")
     _add_config(p)
-    p.add_argument("--task")
+    _add_task(p)
     p.add_argument("--method", choices=["supervised", "meta"])
     p.add_argument("--out", help="policy directory to write")
     p.add_argument("--backend", choices=["func", "higher", "fd"], help="meta-gradient backend (meta)")
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task")
     _add_config(p)
     p.add_argument("--model", help="model directory written by pretrain (out/model)")
-    p.add_argument("--task")
+    _add_task(p, vocab_size=False)
     p.add_argument("--data-dir")
     p.add_argument("--max-length", type=int)
     p.add_argument("--seed", type=int)

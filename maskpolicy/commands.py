@@ -16,8 +16,8 @@ def _merge(args, rename: dict | None = None) -> dict:
     for key, value in vars(args).items():
         if key in ("command", "config") or value is None:
             continue
-        if key == "policy_option":
-            data.setdefault("policy_options", {}).update(_parse_options(value))
+        if key in ("policy_option", "task_option"):
+            data.setdefault(key + "s", {}).update(_parse_options(value, "--" + key.replace("_", "-")))
             continue
         data[rename.get(key, key)] = value
     return data
@@ -27,13 +27,13 @@ def _format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
-def _parse_options(items: list[str]) -> dict:
+def _parse_options(items: list[str], flag: str = "--policy-option") -> dict:
     import yaml
 
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--policy-option expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -100,7 +100,7 @@ def evaluate(args) -> int:
     seed = int(data.get("seed", run.get("seed", 0)))
     model = load_masked_lm(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    task = get_task(task_name, data_dir=data.get("data_dir", run.get("data_dir")), seed=seed, **task_options)
+    task = get_task(task_name, data_dir=data.get("data_dir", run.get("data_dir")), **task_options)
     finetune = FinetuneConfig(**data["finetune"]) if "finetune" in data else None
     metrics = evaluate_task(model, tokenizer, task, max_length=int(data.get("max_length", run.get("max_length", 64))),
                             finetune=finetune, seed=seed, progress=True)

@@ -89,7 +89,7 @@ def learn(config: LearnConfig) -> dict:
     from .metrics import answer_recall, token_prf
 
     started = time.perf_counter()
-    task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
+    task = get_task(config.task, data_dir=config.data_dir, **config.task_options)
     tokenizer = tokenizer_for_task(task, vocab_size=config.vocab_size)
     if config.method == "supervised":
         from .supervised import SupervisedConfig, learn_supervised

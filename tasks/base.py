@@ -70,9 +70,16 @@ class Task:
     label_names: list[str] = field(default_factory=list)  # classification only
     eval_corpus: list[Passage] = field(default_factory=list)  # held-out passages (MLM eval)
     description: str = ""
+    tokenizer_texts: list[str] | None = None
+    """Texts to build the tokenizer from instead of this task's own: a family of tasks
+    (the synthetic world's relations) shares one tokenizer, so a policy learned on one
+    task can drive another's pre-training."""
 
     def texts_for_tokenizer(self) -> list[str]:
-        """Every text the task's tokenizer should cover (corpus, questions, labelled texts)."""
+        """Every text the task's tokenizer should cover (corpus, questions, labelled texts),
+        or ``tokenizer_texts`` when the task belongs to a family with a shared tokenizer."""
+        if self.tokenizer_texts is not None:
+            return list(self.tokenizer_texts)
         out = [p.text for p in self.corpus] + [p.text for p in self.eval_corpus]
         for ex in list(self.train) + list(self.eval):
             if isinstance(ex, ClozeQuestion):

@@ -35,9 +35,14 @@ def _check_options(name: str, options: dict, allowed: set[str]) -> None:
 
 
 def get_task(name_or_path: str, data_dir: str | None = None, seed: int = 0, **options) -> Task:
-    """Build a task. ``options`` go to the builder: ``SyntheticWorldConfig`` fields
-    (``num_entities``, ``eval_fraction``, ...) for synthetic tasks, ``max_words`` /
-    ``max_corpus_passages`` for real ones; file tasks take none."""
+    """Build a task. ``seed`` is the *data* seed (the synthetic world, the seeded splits and
+    samples of real sets), deliberately not a run's seed: runs with seeds 0, 1, 2 train on the
+    same data and share one tokenizer, so a policy learned once serves all of them.
+    ``options`` go to the builder: ``SyntheticWorldConfig`` fields (``num_entities``,
+    ``eval_fraction``, ...) for synthetic tasks, ``max_words`` / ``max_corpus_passages``
+    for real ones; file tasks take none."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"the task's data seed must be an int, got {seed!r}")
     name = str(name_or_path)
     if name == "synthetic" or name.startswith("synthetic:"):
         relation = name.split(":", 1)[1] if ":" in name else None

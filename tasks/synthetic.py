@@ -166,15 +166,21 @@ def build_synthetic_task(relation: str | None = None, config: SyntheticWorldConf
     world = build_world(config)
     rng = random.Random(f"synthetic-corpus-{config.seed}")  # independent of the world's stream
     corpus: list[Passage] = []
+    # The tokenizer is the world's, not the task's: every relation of one world gets the
+    # same vocabulary, so policies transfer between relations.
+    world_texts: list[str] = []
     for entity in world.entities:
         split = "eval" if entity in world.eval_entities else "train"
         for rel in config.relations:
             value = world.facts[entity][rel]
+            world_texts.append(TEMPLATES[rel][0].replace("{e}", entity).replace("{v}", " "))
             for template in rng.sample(TEMPLATES[rel], config.sentences_per_fact):
                 text, start, end = _sentence(rng, template, entity, value)
+                world_texts.append(text)
                 if rel in asked or config.whole_world_corpus:
                     spans = [Span(start, end, split)] if rel in asked else []
                     corpus.append(Passage(text, spans, key=entity))
+    world_texts.extend(v for rel in config.relations for v in VALUES[rel])
     rng.shuffle(corpus)
     train, evaluation = [], []
     for rel in asked:
@@ -193,4 +199,5 @@ def build_synthetic_task(relation: str | None = None, config: SyntheticWorldConf
         description=(f"synthetic world (seed {config.seed}): {len(world.entities)} entities, "
                      f"{len(config.relations)} relations, {len(corpus)} corpus sentences; questions about "
                      f"{', '.join(asked)}: {len(train)} train / {len(evaluation)} eval (disjoint entities)"),
+        tokenizer_texts=world_texts,
     )

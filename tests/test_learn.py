@@ -94,3 +94,22 @@ def test_meta_config_validation():
         MetaConfig(backend="nope")
     with pytest.raises(ConfigError):
         MetaConfig(co_train="sometimes")
+
+
+def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path, capsys):
+    """Relations of one world share a tokenizer, so a birthplace policy can drive profession's
+    pre-training; a policy from another world (other invented names) is refused clearly."""
+    out = tmp_path / "birthplace"
+    world = ["--task-option", "num_entities=24", "--vocab-size", "400"]
+    assert main(["learn", "--task", "synthetic:birthplace", "--method", "supervised", "--out", str(out),
+                 "--epochs", "2", "--quiet"] + world) == 0
+    run = tmp_path / "run"
+    code = main(["pretrain", "--task", "synthetic:profession", "--policy", str(out), "--out", str(run), "--steps", "2",
+                 "--batch-size", "4", "--no-evaluate", "--quiet"] + world)
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((run / "results.json").read_text())["steps"] == 2
+    code = main(["pretrain", "--task", "synthetic:profession", "--policy", str(out), "--out", str(tmp_path / "other"),
+                 "--steps", "2", "--no-evaluate", "--quiet", "--task-option", "num_entities=24",
+                 "--task-option", "seed=1", "--vocab-size", "400"])
+    assert code == 2 and "another tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "model").exists()

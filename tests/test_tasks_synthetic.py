@@ -120,6 +120,15 @@ def test_names_and_values_are_single_tokens_with_the_default_vocab():
     assert [w for w, ids in zip(words, pieces) if len(ids) != 1] == []
 
 
+def test_every_relation_of_one_world_shares_one_tokenizer_and_another_world_does_not():
+    vocabs = [tokenizer_for_task(get_task(f"synthetic:{r}", num_entities=30)).get_vocab() for r in RELATIONS]
+    vocabs.append(tokenizer_for_task(get_task("synthetic", num_entities=30)).get_vocab())
+    vocabs.append(tokenizer_for_task(get_task("synthetic:colour", num_entities=30, whole_world_corpus=True)).get_vocab())
+    assert all(v == vocabs[0] for v in vocabs)
+    other = tokenizer_for_task(get_task("synthetic:birthplace", num_entities=30, seed=1)).get_vocab()
+    assert other != vocabs[0]  # other invented names
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(relations=("birthplace", "shoe size")), "unknown relation"),
     (dict(num_entities=3), "num_entities"),

@@ -98,7 +98,7 @@ def test_bad_model_directory_is_refused(tmp_path, damage):
 def test_long_texts_are_truncated_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="truncated") as caught:
         results = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "t"), evaluate=False,
-                                **{**SMALL, "steps": 1, "max_length": 10}))
+                                **{**SMALL, "steps": 1, "max_length": 12}))
     assert any("were truncated" in str(w.message) for w in caught)
     assert results["steps"] == 1  # truncated, said so, and trained
 

@@ -52,7 +52,7 @@ class PretrainConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data_dir: str | None = None
-    task_options: dict = field(default_factory=dict)
+    task_options: dict = field(default_factory=dict)  # e.g. {"num_entities": 400, "seed": 1}: seed = data seed
     evaluate: bool = True  # evaluate on the downstream task after pre-training
     progress: bool = True
     device: str = "auto"  # auto | cpu

@@ -19,7 +19,7 @@ from .models import is_preset, load_tokenizer
 
 
 def load_task(config: PretrainConfig) -> Task:
-    return get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
+    return get_task(config.task, data_dir=config.data_dir, **config.task_options)
 
 
 def resolve_tokenizer(config: PretrainConfig, task: Task):
