@@ -7,14 +7,15 @@ Finished cells are read back from their ``results.json`` instead of being re-run
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from policies.errors import ConfigError
-from train.checkpoint import write_json_atomic, write_text_atomic
+from train.checkpoint import write_json_atomic
 from train.config import PretrainConfig
-from train.pretrain import pretrain
+
+from .cells import pretrain_cell
+from .tables import markdown_table, write_text
 
 SUITES = {
     "quickstart": dict(
@@ -24,23 +25,6 @@ SUITES = {
         quick_steps=1000,
     ),
 }
-
-
-def _cell(out_dir: str, config: PretrainConfig) -> dict:
-    path = os.path.join(out_dir, "results.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            done = json.load(fh)
-        if done.get("config") == config.to_dict() and "metrics" in done:
-            return done  # finished cell with the same configuration
-    return pretrain(config)
-
-
-def markdown_table(rows: list[dict], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
-    return "\n".join(lines)
 
 
 def run_suite(suite: str = "quickstart", *, policies: list[str] | None = None, task: str | None = None,
@@ -53,11 +37,16 @@ def run_suite(suite: str = "quickstart", *, policies: list[str] | None = None, t
     policies = policies or spec["policies"]
     steps = steps or (spec["quick_steps"] if quick else spec["steps"])
     out = out or os.path.join("runs", suite)
-    rows, started = [], time.perf_counter()
+    rows, failures, started = [], [], time.perf_counter()
     for policy in policies:
         config = PretrainConfig(task=task, policy=policy, steps=steps, seed=seed, out=os.path.join(out, policy),
                                 eval_every=max(steps // 4, 1), save_every=steps, progress=progress)
-        result = _cell(config.out, config)
+        result = pretrain_cell(config)
+        if result["status"] != "done":  # recorded in the cell's failed.json; the table goes on
+            failures.append({"cell": policy, "error": result["error"]})
+            rows.append({"policy": policy, "cloze EM (eval entities)": "failed", "cloze EM (train entities)": "failed",
+                         "train s": ""})
+            continue
         m = result["metrics"]
         rows.append({
             "policy": policy,
@@ -68,12 +57,9 @@ def run_suite(suite: str = "quickstart", *, policies: list[str] | None = None, t
     header = ["policy", "cloze EM (eval entities)", "cloze EM (train entities)", "train s"]
     table = (f"{task}, tiny BERT from scratch, {steps} intermediate steps, batch 32, mask rate 0.15, seed {seed}\n\n"
              + markdown_table(rows, header))
-    write_text_atomic_dir(out, "table.md", table + "\n")
+    write_text(out, "table.md", table + "\n")
     write_json_atomic(os.path.join(out, "results.json"), {"suite": suite, "task": task, "steps": steps, "seed": seed,
-                                                         "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1)})
-    return {"table": table, "rows": rows, "out": out}
-
-
-def write_text_atomic_dir(directory: str, name: str, text: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    write_text_atomic(os.path.join(directory, name), text)
+                                                         "rows": rows, "failures": failures, "wall_seconds": round(time.perf_counter() - started, 1)})
+    if failures:
+        table += "\n\nfailed cells:\n" + "\n".join(f"- {f['cell']}: {f['error']}" for f in failures)
+    return {"table": table, "rows": rows, "failures": failures, "out": out}

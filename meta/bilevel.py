@@ -45,8 +45,9 @@ class MetaConfig:
     objective: str = "distill"  # distill | chain
     rate: float = 0.15  # the budget the policy is used with (distillation targets)
     policy_lr: float = 3e-3
-    co_train: str = "mlm"  # mlm: the LM also takes an AdamW MLM step on the policy's masks;
-    #                        inner: it keeps its differentiable inner update; none: frozen
+    co_train: str = "none"  # none: the LM stays as warmed up (default: the strongest signal,
+    #   see meta/learn.py); mlm: it also takes an AdamW MLM step on the policy's masks;
+    #   inner: it keeps its differentiable inner update
     lm_lr: float = 1e-3  # co_train="mlm"
     entropy_weight: float = 0.0  # + H(p): keeps probabilities away from 0/1 early
     budget_weight: float = 0.0  # + (mean p - rate)^2: keeps the mean near the budget

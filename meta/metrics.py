@@ -45,7 +45,7 @@ def token_prf_padded(policy: MaskingPolicy, tensors: dict[str, torch.Tensor], ra
     device = policy.special_ids.device
     was_training = policy.training
     policy.eval()  # no dropout: the budgeted choice must be reproducible
-    tp = chosen = tp_thr = chosen_thr = positives = expected_random = 0.0
+    tp = chosen = tp_thr = chosen_thr = positives = expected_random = reachable = 0.0
     try:
         N = tensors["input_ids"].shape[0]
         for start in range(0, N, batch_size):
@@ -66,6 +66,9 @@ def token_prf_padded(policy: MaskingPolicy, tensors: dict[str, torch.Tensor], ra
             k = mask_budget(maskable, rate).double()  # [b]
             n = maskable.sum(1).clamp(min=1).double()  # [b]
             expected_random += float(((k / n) * (pos & maskable).sum(1).double()).sum())
+            # The best any policy can do: a sequence with more answer tokens than its budget
+            # (multi-token answers in short sentences) cannot have all of them masked.
+            reachable += float(torch.minimum(k, (pos & maskable).sum(1).double()).sum())
     finally:
         policy.train(was_training)
     p, r, f = _prf(tp, chosen, positives)
@@ -74,6 +77,7 @@ def token_prf_padded(policy: MaskingPolicy, tensors: dict[str, torch.Tensor], ra
         "precision": p, "recall": r, "f1": f, "recall_at_budget": r,
         "threshold_precision": tp_, "threshold_recall": tr_, "threshold_f1": tf_,
         "random_recall": _ratio(expected_random, positives),
+        "recall_ceiling": _ratio(reachable, positives), "recall_of_ceiling": _ratio(tp, reachable),
         "positives": int(positives), "masked": int(chosen), "sequences": int(tensors["input_ids"].shape[0]),
     }
 
@@ -83,7 +87,9 @@ def token_prf(policy: MaskingPolicy, dataset, rate: float = 0.15, batch_size: in
     (a Dataset with ``input_ids``, ``word_ids``, ``token_labels``; see ``labels.py``).
 
     Keys: precision, recall, f1, recall_at_budget, threshold_precision/recall/f1 (p >= 0.5),
-    random_recall (floats); positives, masked, sequences (counts). Ratios with a zero
+    random_recall, recall_ceiling (the recall of a perfect policy under the same budget: below 1
+    when answers have more tokens than a sequence's budget), recall_of_ceiling = recall /
+    recall_ceiling (floats); positives, masked, sequences (counts). Ratios with a zero
     denominator are 0.0.
     """
     return token_prf_padded(policy, padded_labels(dataset, policy.vocab.pad_id), rate, batch_size)

@@ -113,6 +113,8 @@ def test_token_prf_hand_computed(tok):
     assert m["f1"] == pytest.approx(2 / 7)
     assert (m["threshold_precision"], m["threshold_recall"], m["threshold_f1"]) == pytest.approx((0.5, 0.5, 0.5))
     assert m["random_recall"] == pytest.approx((2 / 10 * 3 + 1 / 4 * 1) / 4)
+    # A perfect policy: 2 of a's 3 positives (budget 2) and b's 1 -> 3 of 4.
+    assert m["recall_ceiling"] == pytest.approx(3 / 4) and m["recall_of_ceiling"] == pytest.approx(1 / 3)
 
 
 def test_no_supervision_signal_is_a_data_error(task, tok):

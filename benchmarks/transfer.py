@@ -1,0 +1,91 @@
+"""Transfer matrix: the policy learned on task A drives intermediate pre-training for task B.
+
+For every source A and target B of a suite (same tokenizer family, e.g. the relations of
+one synthetic world), ``score[A][B]`` is B's downstream score after pre-training with A's
+learned policy, at the same steps, batch, budget and seed as B's own policy (the diagonal)
+and as ``random``. Each cell is reported next to both references:
+
+- ``vs own``  = score[A][B] / score[B][B];
+- ``gain kept`` = (score[A][B] - random[B]) / (score[B][B] - random[B]): the share of B's own
+  policy's gain over random that A's policy also gets (1 = as good as B's own, 0 = no
+  better than random; undefined when B's own policy does not beat random).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from train.config import PretrainConfig
+
+from .cells import learned_policies, pretrain_cell, safe_name
+from .plots import heatmap
+from .tables import csv_text, fmt, markdown_table, mean_std, write_text
+
+
+def _score(cell: dict) -> float:
+    return float(cell["metrics"]["score"]) if cell.get("status") == "done" else math.nan
+
+
+def run_transfer(tasks: list[str], *, root: str, steps: int, seeds: list[int], method: str = "meta",
+                 pretrain_options: dict | None = None, learn_options: dict | None = None,
+                 progress: bool = False) -> dict:
+    """Learn each task's policy, pre-train every target with every source's policy and with
+    ``random``; write ``transfer.md``, ``transfer.csv`` and ``transfer.png`` under ``root``."""
+    policies = learned_policies(tasks, method, seeds, root, options=learn_options, progress=progress)
+    cells: dict[tuple[str, str], list[float]] = {}
+    failures: list[dict] = []
+    for target in tasks:
+        for source in ["random"] + tasks:
+            scores = []
+            for seed in seeds:
+                learned = policies.get((source, seed))
+                if learned is not None and learned["status"] != "done":
+                    failures.append({"cell": f"learn {source} seed {seed}", "error": learned["error"]})
+                    scores.append(math.nan)
+                    continue
+                policy = learned["policy"] if learned is not None else source
+                name = "random" if learned is None else f"learned-{method}-{safe_name(source)}"
+                config = PretrainConfig.from_dict({
+                    **(pretrain_options or {}), "task": target, "policy": policy, "steps": steps, "seed": seed,
+                    "out": os.path.join(root, "pretrain", safe_name(target), name, f"seed{seed}"),
+                    "progress": progress})
+                cell = pretrain_cell(config)
+                if cell["status"] != "done":
+                    failures.append({"cell": f"{target} <- {name} seed {seed}", "error": cell["error"]})
+                scores.append(_score(cell))
+            cells[(source, target)] = scores
+    return _report(tasks, cells, failures, root, steps, seeds, method)
+
+
+def _report(tasks, cells, failures, root, steps, seeds, method) -> dict:
+    rows, matrix, gain = [], [], []
+    for source in tasks + ["random"]:
+        row = {"policy from": source if source == "random" else f"{source} ({method})"}
+        matrix.append([])
+        gain.append([])
+        for target in tasks:
+            scores = cells[(source, target)]
+            own, rnd = mean_std(cells[(target, target)])[0], mean_std(cells[("random", target)])[0]
+            mean = mean_std(scores)[0]
+            kept = (mean - rnd) / (own - rnd) if own - rnd > 1e-9 else math.nan
+            row[target] = fmt(scores)
+            row[f"{target} vs own"] = f"{mean / own:.2f}" if own > 0 and not math.isnan(mean) else "n/a"
+            row[f"{target} gain kept"] = "n/a" if math.isnan(kept) else f"{kept:.2f}"
+            matrix[-1].append(mean)
+            gain[-1].append(kept)
+        rows.append(row)
+    header = ["policy from"] + tasks
+    detail = ["policy from"] + [f"{t}{suffix}" for t in tasks for suffix in ("", " vs own", " gain kept")]
+    title = (f"transfer: rows = whose learned policy ({method}), columns = the task pre-trained and scored; "
+             f"{steps} intermediate steps, seeds {', '.join(map(str, seeds))}")
+    table = title + "\n\n" + markdown_table(rows, header) + "\n\ngain kept = (score - random) / (own - random)\n\n" \
+        + markdown_table(rows, detail)
+    write_text(root, "transfer.md", table + "\n")
+    write_text(root, "transfer.csv", csv_text(rows, detail))
+    labels = [f"{s}" for s in tasks] + ["random"]
+    pngs = [heatmap(matrix, labels, tasks, os.path.join(root, "transfer.png"),
+                    "score: policy learned on (rows) -> task pre-trained (cols)"),
+            heatmap(gain[:-1], tasks, tasks, os.path.join(root, "transfer_gain.png"),
+                    "gain kept = (score - random) / (own - random)", label="gain kept")]
+    return {"table": table, "rows": rows, "scores": {f"{s} -> {t}": v for (s, t), v in cells.items()},
+            "failures": failures, "png": [p for p in pngs if p]}
