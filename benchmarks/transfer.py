@@ -89,3 +89,26 @@ def _report(tasks, cells, failures, root, steps, seeds, method) -> dict:
                     "gain kept = (score - random) / (own - random)", label="gain kept")]
     return {"table": table, "rows": rows, "scores": {f"{s} -> {t}": v for (s, t), v in cells.items()},
             "failures": failures, "png": [p for p in pngs if p]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Transfer matrix across the relations of the synthetic world.")
+    parser.add_argument("--tasks", default="synthetic:birthplace,synthetic:profession,synthetic:colour,synthetic:employer")
+    parser.add_argument("--root", default="runs/bench-synthetic")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", default="0", help="comma-separated")
+    parser.add_argument("--method", default="meta", choices=["meta", "supervised"])
+    args = parser.parse_args(argv)
+    report = run_transfer([t.strip() for t in args.tasks.split(",")], root=args.root, steps=args.steps,
+                          seeds=[int(s) for s in args.seeds.split(",")], method=args.method,
+                          pretrain_options={"eval_every": max(args.steps // 10, 1), "save_every": args.steps})
+    print(report["table"])
+    for failure in report["failures"]:
+        print(f"failed: {failure['cell']}: {failure['error']}")
+    print(f"wrote {args.root}/transfer.md")
+
+
+if __name__ == "__main__":
+    main()
