@@ -1,4 +1,8 @@
-"""Benchmark suites behind ``maskpolicy bench``.
+"""Benchmark suites behind ``maskpolicy bench``: a name -> a runner.
+
+- ``quickstart`` (below, the README's main job);
+- ``synthetic`` (``synthetic_suite.py``): all relations, policy grid over seeds, compute
+  curves, transfer matrix.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -17,7 +21,9 @@ from train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = {
+SUITES = ("quickstart", "synthetic")
+
+QUICKSTART = {
     "quickstart": dict(
         task="synthetic:birthplace",
         policies=["random", "whole_word", "span", "pmi", "salient_span"],
@@ -27,16 +33,42 @@ SUITES = {
 }
 
 
-def run_suite(suite: str = "quickstart", *, policies: list[str] | None = None, task: str | None = None,
-              steps: int | None = None, seed: int = 0, quick: bool = False, out: str | None = None,
-              progress: bool = True) -> dict:
+def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, seeds: int | None = None,
+              steps: int | None = None, workers: int | None = None, policies: list[str] | None = None,
+              task: str | None = None, seed: int | None = None, progress: bool = True) -> dict:
+    """Run a suite by name; options a suite does not take are refused with a clear error."""
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
-    spec = SUITES[suite]
+    out = out or os.path.join("runs", suite)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if suite == "quickstart":
+        if seeds not in (None, 1):
+            raise ConfigError("the quickstart suite runs one seed (--seed K); use --suite synthetic for several")
+        return run_quickstart(policies=policies, task=task, steps=steps, seed=seed or 0, quick=quick, out=out,
+                              progress=progress)
+    given = [name for name, value in (("--policies", policies), ("--task", task), ("--seed", seed)) if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only for the quickstart suite; suite {suite!r} has fixed "
+                          "sizes (--quick, --seeds N, --steps N)")
+    from .synthetic_suite import run_synthetic
+
+    runners = {"synthetic": run_synthetic}
+    return runners[suite](out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2)
+
+
+def run_quickstart(*, policies: list[str] | None = None, task: str | None = None,
+                   steps: int | None = None, seed: int = 0, quick: bool = False, out: str | None = None,
+                   progress: bool = True) -> dict:
+    suite = "quickstart"
+    spec = QUICKSTART[suite]
     task = task or spec["task"]
     policies = policies or spec["policies"]
     steps = steps or (spec["quick_steps"] if quick else spec["steps"])
-    out = out or os.path.join("runs", suite)
     rows, failures, started = [], [], time.perf_counter()
     for policy in policies:
         config = PretrainConfig(task=task, policy=policy, steps=steps, seed=seed, out=os.path.join(out, policy),

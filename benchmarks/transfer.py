@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 import os
 
-from train.config import PretrainConfig
-
-from .cells import learned_policies, pretrain_cell, safe_name
+from .cells import learned_policies, run_cells, safe_name
+from .grid import GridSpec, pretrain_config
 from .plots import heatmap
 from .tables import csv_text, fmt, markdown_table, mean_std, write_text
 
@@ -28,32 +27,34 @@ def _score(cell: dict) -> float:
 
 def run_transfer(tasks: list[str], *, root: str, steps: int, seeds: list[int], method: str = "meta",
                  pretrain_options: dict | None = None, learn_options: dict | None = None,
-                 progress: bool = False) -> dict:
+                 eval_points: int = 20, workers: int = 1, progress: bool = False) -> dict:
     """Learn each task's policy, pre-train every target with every source's policy and with
-    ``random``; write ``transfer.md``, ``transfer.csv`` and ``transfer.png`` under ``root``."""
-    policies = learned_policies(tasks, method, seeds, root, options=learn_options, progress=progress)
-    cells: dict[tuple[str, str], list[float]] = {}
+    ``random``; write ``transfer.md``, ``transfer.csv`` and ``transfer.png`` under ``root``.
+    Cells are laid out and configured as in the policy grid (``grid.py``), so a suite that
+    runs both trains the diagonal and the ``random`` row once."""
+    spec = GridSpec(tasks=tasks, policies=["random"], seeds=seeds, steps=steps, eval_points=eval_points,
+                    pretrain_options=pretrain_options or {}, learn_options=learn_options or {}, workers=workers)
+    policies = learned_policies(tasks, method, seeds, root, options=learn_options, progress=progress, workers=workers)
     failures: list[dict] = []
+    keys, jobs = [], []
     for target in tasks:
         for source in ["random"] + tasks:
-            scores = []
             for seed in seeds:
                 learned = policies.get((source, seed))
                 if learned is not None and learned["status"] != "done":
                     failures.append({"cell": f"learn {source} seed {seed}", "error": learned["error"]})
-                    scores.append(math.nan)
                     continue
                 policy = learned["policy"] if learned is not None else source
                 name = "random" if learned is None else f"learned-{method}-{safe_name(source)}"
-                config = PretrainConfig.from_dict({
-                    **(pretrain_options or {}), "task": target, "policy": policy, "steps": steps, "seed": seed,
-                    "out": os.path.join(root, "pretrain", safe_name(target), name, f"seed{seed}"),
-                    "progress": progress})
-                cell = pretrain_cell(config)
-                if cell["status"] != "done":
-                    failures.append({"cell": f"{target} <- {name} seed {seed}", "error": cell["error"]})
-                scores.append(_score(cell))
-            cells[(source, target)] = scores
+                keys.append((source, target, seed, name))
+                jobs.append(("pretrain", pretrain_config(spec, root, target, name, policy, seed)))
+    done = {}
+    for (source, target, seed, name), cell in zip(keys, run_cells(jobs, workers)):
+        if cell["status"] != "done":
+            failures.append({"cell": f"{target} <- {name} seed {seed}", "error": cell["error"]})
+        done[(source, target, seed)] = _score(cell)
+    cells = {(source, target): [done.get((source, target, seed), math.nan) for seed in seeds]
+             for target in tasks for source in ["random"] + tasks}
     return _report(tasks, cells, failures, root, steps, seeds, method)
 
 
@@ -100,10 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seeds", default="0", help="comma-separated")
     parser.add_argument("--method", default="meta", choices=["meta", "supervised"])
+    parser.add_argument("--workers", type=int, default=1, help="cells run in this many one-thread processes")
     args = parser.parse_args(argv)
     report = run_transfer([t.strip() for t in args.tasks.split(",")], root=args.root, steps=args.steps,
                           seeds=[int(s) for s in args.seeds.split(",")], method=args.method,
-                          pretrain_options={"eval_every": max(args.steps // 10, 1), "save_every": args.steps})
+                          workers=args.workers)
     print(report["table"])
     for failure in report["failures"]:
         print(f"failed: {failure['cell']}: {failure['error']}")

@@ -88,8 +88,12 @@ def write_unseen_world(out: str, num_ships: int = 200, seed: int = 0, sentences_
                 corpus.append({"text": _sentence(rng, template, ship, value), "key": ship})
     rng.shuffle(corpus)
     held_out = set(rng.sample(ships, num_ships // 2))  # questions about these ships are the evaluation
+    # Questions read like the corpus (a filler, then the first template): a question without
+    # the filler puts every word at positions the tiny model never saw it at, and then even
+    # the gold-span oracle answers nothing (cloze EM 0.00 after 4,000 steps; 0.02 on train
+    # ships, while the same model completes the filler-prefixed sentence correctly).
     question = PORT_TEMPLATES[0].replace("{v}", "[BLANK]")
-    rows = {split: [{"question": question.replace("{e}", s), "answers": [port[s]], "key": s}
+    rows = {split: [{"question": _sentence(rng, question, s, "[BLANK]"), "answers": [port[s]], "key": s}
                     for s in ships if (s in held_out) == (split == "eval")] for split in ("train", "eval")}
     os.makedirs(out, exist_ok=True)
     for name, items in (("corpus.jsonl", corpus), ("train.jsonl", rows["train"]), ("eval.jsonl", rows["eval"])):

@@ -112,13 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite and print its table")
     _add_config(p)
-    p.add_argument("--suite", help="suite name (quickstart)")
-    p.add_argument("--policies", help="comma-separated policies (default: the suite's)")
-    p.add_argument("--task")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--quick", action="store_true", default=None)
-    p.add_argument("--out")
+    p.add_argument("--suite", help="quickstart (default) | synthetic")
+    p.add_argument("--quick", action="store_true", default=None, help="the suite's small preset (about 5 minutes on 2 CPU cores)")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")
+    p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")
+    p.add_argument("--workers", type=int, help="cells run in this many one-thread processes (default 2)")
+    p.add_argument("--out", help="output directory (default runs/SUITE); finished cells there are reused")
+    p.add_argument("--policies", help="quickstart: comma-separated policies")
+    p.add_argument("--task", help="quickstart: the task")
+    p.add_argument("--seed", type=int, help="quickstart: the seed")
     p.add_argument("--quiet", action="store_false", dest="progress", default=None)
     return parser
 

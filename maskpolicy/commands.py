@@ -181,9 +181,15 @@ def pmi(args) -> int:
 def bench(args) -> int:
     from benchmarks.suites import run_suite
 
+    import inspect
+
     data = _merge(args)
-    if data.get("policies"):
-        data["policies"] = [p.strip() for p in str(data["policies"]).split(",") if p.strip()]
+    known = set(inspect.signature(run_suite).parameters)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"bench: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if isinstance(data.get("policies"), str):
+        data["policies"] = [p.strip() for p in data["policies"].split(",") if p.strip()]
     result = run_suite(**data)
     print(result["table"])
     print(f"wrote {result['out']}")

@@ -1,0 +1,56 @@
+"""Compute curves: downstream score against intermediate steps, and steps-to-reach.
+
+Each pre-training cell evaluates its model every ``steps / eval_points`` steps (the
+periodic evaluation of ``train.pretrain``: cloze exact match for cloze tasks, held-out
+masked-token accuracy for the others, since fine-tuning at every point would cost more
+than the pre-training). Seeds are averaged point by point.
+
+``steps to reach random``: the first evaluated step at which a policy's mean curve reaches
+the final mean score of ``random`` (same task, same steps), as a fraction of ``random``'s
+steps. Train No Evil reports about one half for selective masking; the goal here is a
+quarter or less. The resolution is one evaluation interval: a policy already there at the
+first evaluation reads "<= 1/eval_points".
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+
+def mean_curve(cells: list[dict]) -> tuple[list[int], list[float], list[float]]:
+    """(steps, mean, std) over the done cells' ``history`` (steps evaluated by every seed)."""
+    histories = [{h["step"]: h["score"] for h in c.get("history", []) if "score" in h}
+                 for c in cells if c.get("status") == "done"]
+    if not histories:
+        return [], [], []
+    steps = sorted(set.intersection(*(set(h) for h in histories)))
+    mean = [statistics.fmean(h[s] for h in histories) for s in steps]
+    std = [statistics.stdev([h[s] for h in histories]) if len(histories) > 1 else 0.0 for s in steps]
+    return steps, mean, std
+
+
+def steps_to_reach(steps: list[int], mean: list[float], target: float) -> int | None:
+    """First evaluated step whose mean score is >= ``target`` (None: never)."""
+    if math.isnan(target):
+        return None
+    for step, value in zip(steps, mean):
+        if value >= target - 1e-12:
+            return step
+    return None
+
+
+def reach_fraction(grid: dict, task: str, policy: str, reference: str = "random") -> dict:
+    """``{"target", "step", "fraction", "text"}`` for ``policy`` against ``reference``'s final score."""
+    ref_cells = [c for c in grid["cells"] if c["task"] == task and c["policy"] == reference and c["status"] == "done"]
+    cells = [c for c in grid["cells"] if c["task"] == task and c["policy"] == policy and c["status"] == "done"]
+    if not ref_cells or not cells:
+        return {"target": math.nan, "step": None, "fraction": math.nan, "text": "n/a"}
+    ref_steps = max(int(c["steps"]) for c in ref_cells)
+    target = statistics.fmean(c["score"] for c in ref_cells)
+    steps, mean, _ = mean_curve(cells)
+    step = steps_to_reach(steps, mean, target)
+    if step is None:
+        return {"target": target, "step": None, "fraction": math.nan, "text": "not reached"}
+    fraction = step / ref_steps
+    text = f"<= {fraction:.2f}" if steps and step == steps[0] else f"{fraction:.2f}"
+    return {"target": target, "step": step, "fraction": fraction, "text": text}

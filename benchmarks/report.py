@@ -1,0 +1,86 @@
+"""Writing a suite's outputs: ``table.md``, ``table.csv``, ``results.json`` and PNG plots."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+
+from train.checkpoint import write_json_atomic
+
+from .curves import mean_curve, reach_fraction
+from .grid import GridSpec, LEARNED, grid_rows
+from .plots import curves
+from .tables import csv_text, markdown_table, write_text
+
+
+def machine() -> str:
+    import torch
+
+    cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.system()} {platform.machine()}, {cores} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def reach_rows(grid: dict, spec: GridSpec) -> list[dict]:
+    """For each learned policy (and ``salient_span``): fraction of ``random``'s steps needed
+    to reach ``random``'s final score."""
+    rows = []
+    for policy in [p for p in spec.policies if p in LEARNED or p == "salient_span"]:
+        row = {"policy": policy}
+        for task in spec.tasks:
+            row[task] = reach_fraction(grid, task, policy)["text"]
+        rows.append(row)
+    return rows
+
+
+def curve_plots(grid: dict, spec: GridSpec, out: str, metric: str) -> list[str]:
+    paths = []
+    for task in spec.tasks:
+        series = {}
+        for policy in spec.policies:
+            cells = [c for c in grid["cells"] if c["task"] == task and c["policy"] == policy]
+            steps, mean, std = mean_curve(cells)
+            if steps and policy != "none":
+                series[policy] = (steps, mean, std)
+        path = curves(series, os.path.join(out, f"curves_{_file_part(task)}.png"),
+                      f"{task}: {metric} during intermediate pre-training (mean over seeds)", ylabel=metric)
+        if path:
+            paths.append(path)
+    return paths
+
+
+def _file_part(task: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in os.path.basename(os.path.normpath(task)))
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str, allow_nan=True))
+
+
+def write_suite(out: str, *, suite: str, title: str, sections: list[tuple[str, str]], rows: list[dict],
+                header: list[str], results: dict, started: float, command: str) -> dict:
+    """``sections``: (heading, markdown) pairs after the main table; ``rows``/``header`` go
+    to ``table.csv``; ``results`` (every number with its seed, steps and config) to
+    ``results.json``. Returns ``{"table", "out", "wall_seconds"}``."""
+    wall = round(time.perf_counter() - started, 1)
+    text = f"# {suite}\n\n{title}\n\n" + markdown_table(rows, header)
+    for heading, body in sections:
+        text += f"\n\n## {heading}\n\n{body}"
+    text += f"\n\n`{command}`: {wall:.0f} s on {machine()}\n"
+    write_text(out, "table.md", text)
+    write_text(out, "table.csv", csv_text(rows, header))
+    write_json_atomic(os.path.join(out, "results.json"), _jsonable({
+        "suite": suite, "command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "wall_seconds": wall, **results}))
+    return {"table": text, "out": out, "wall_seconds": wall}
+
+
+def failure_lines(records: list[dict]) -> str:
+    return "\n".join(f"- {r['task']} / {r['policy']} / seed {r['seed']}: {r['error']}" for r in records
+                     if r.get("status") == "failed")
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value

@@ -1,0 +1,110 @@
+"""Policy grid, compute curves and suite dispatch, at toy sizes."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.cells import run_cells
+from benchmarks.curves import mean_curve, reach_fraction, steps_to_reach
+from benchmarks.grid import GridSpec, grid_rows, pretrain_config, run_grid
+from benchmarks.suites import run_suite
+from policies.errors import ConfigError
+
+WORLD = {"task_options": {"num_entities": 24}, "vocab_size": 400, "max_length": 32}
+TASK = "synthetic:birthplace"
+
+
+def _spec(seeds=(0, 1), policies=("none", "random", "salient_span", "selective", "learned-supervised"), workers=1):
+    return GridSpec(tasks=[TASK], policies=list(policies), seeds=list(seeds), steps=4, eval_points=2,
+                    pretrain_options={**WORLD, "batch_size": 4},
+                    learn_options={**WORLD, "supervised": {"epochs": 2}}, workers=workers)
+
+
+def test_grid_runs_every_cell_marks_na_and_resumes(tmp_path, monkeypatch):
+    grid = run_grid(_spec(), str(tmp_path))
+    cells = grid["cells"]
+    assert len(cells) == 5 * 2
+    na = [c for c in cells if c["status"] == "n/a"]
+    assert {c["policy"] for c in na} == {"selective"} and "classification" in na[0]["reason"]
+    done = [c for c in cells if c["status"] == "done"]
+    assert len(done) == 8
+    for c in done:
+        assert 0.0 <= c["score"] <= 1.0
+        assert c["config"]["seed"] == c["seed"]
+    trained = [c for c in done if c["policy"] != "none"]
+    assert all([h["step"] for h in c["history"]] == [2, 4] for c in trained)  # eval_points=2 along 4 steps
+    assert all(c["config"]["steps"] == 4 and c["config"]["batch_size"] == 4 for c in trained)  # equal compute
+    none = [c for c in done if c["policy"] == "none"]
+    assert all(c["history"][0]["step"] == 0 and c["config"]["steps"] == 0 for c in none)
+    # Each seed's learned policy drives that seed's cell, and it is stored under the seed.
+    learned = [c for c in done if c["policy"] == "learned-supervised"]
+    assert [c["config"]["policy"].split("/")[-2] for c in learned] == ["seed0", "seed1"]
+    rows = {r["policy"]: r[TASK] for r in grid_rows(grid, _spec())}
+    assert rows["selective"] == "n/a" and " ± " in rows["random"]
+    # Everything is finished: a second run trains nothing and reads back the same numbers.
+    monkeypatch.setattr("train.pretrain.pretrain", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    monkeypatch.setattr("meta.learn.learn", lambda *a, **k: pytest.fail("re-learned a finished policy"))
+    monkeypatch.setattr("benchmarks.cells._evaluate_start_model", lambda *a, **k: pytest.fail("re-evaluated"))
+    again = run_grid(_spec(), str(tmp_path))
+    assert [c.get("score") for c in again["cells"]] == [c.get("score") for c in cells]
+
+
+def test_parallel_workers_give_the_same_numbers_as_one_process(tmp_path):
+    spec = _spec(seeds=(0,), policies=("random",))
+    jobs = [("pretrain", pretrain_config(spec, str(tmp_path / name), TASK, "random", "random", 0))
+            for name in ("a", "b")]
+    one = run_cells(jobs[:1], workers=1)[0]
+    both = run_cells(jobs, workers=2)  # "a" is read back, "b" is trained in a worker process
+    assert both[0]["reused"] and not both[1]["reused"]
+    assert both[1]["history"] == one["history"] and both[1]["metrics"]["score"] == one["metrics"]["score"]
+
+
+def _cell(policy, seed, curve, steps=100):
+    return {"task": "t", "policy": policy, "seed": seed, "status": "done", "steps": steps, "score": curve[-1][1],
+            "history": [{"step": s, "score": v} for s, v in curve]}
+
+
+def test_curves_average_seeds_and_find_the_first_step_reaching_random():
+    grid = {"cells": [
+        _cell("random", 0, [(25, 0.0), (50, 0.1), (75, 0.2), (100, 0.3)]),
+        _cell("random", 1, [(25, 0.0), (50, 0.1), (75, 0.2), (100, 0.5)]),  # final mean 0.4
+        _cell("learned", 0, [(25, 0.2), (50, 0.5), (75, 0.9), (100, 1.0)]),
+        _cell("learned", 1, [(25, 0.2), (50, 0.3), (75, 0.9), (100, 1.0)]),  # mean at 50: 0.4
+        _cell("early", 0, [(25, 0.6), (50, 0.7), (75, 0.8), (100, 0.9)]),
+        _cell("never", 0, [(25, 0.0), (50, 0.1), (75, 0.1), (100, 0.2)]),
+    ]}
+    steps, mean, std = mean_curve([c for c in grid["cells"] if c["policy"] == "learned"])
+    assert steps == [25, 50, 75, 100] and mean == pytest.approx([0.2, 0.4, 0.9, 1.0])
+    assert std[1] == pytest.approx(math.sqrt(0.02))
+    assert steps_to_reach(steps, mean, 0.4) == 50
+    assert reach_fraction(grid, "t", "learned")["text"] == "0.50"
+    assert reach_fraction(grid, "t", "early")["text"] == "<= 0.25"  # resolution: one evaluation interval
+    assert reach_fraction(grid, "t", "never")["text"] == "not reached"
+    assert reach_fraction(grid, "t", "missing")["text"] == "n/a"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(suite="nope"), "unknown suite 'nope'; known: quickstart, synthetic"),
+    (dict(suite="synthetic", policies=["random"]), "--policies: only for the quickstart suite"),
+    (dict(suite="synthetic", seeds=0), "--seeds must be >= 1"),
+    (dict(suite="synthetic", workers=0), "--workers must be >= 1"),
+    (dict(suite="quickstart", seeds=3), "the quickstart suite runs one seed"),
+])
+def test_bench_options_are_checked_before_anything_runs(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_suite(out=str(tmp_path / "o"), **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_grid_spec_refuses_unknown_policies():
+    with pytest.raises(ConfigError, match="unknown grid policy 'bert'"):
+        GridSpec(tasks=[TASK], policies=["bert"], seeds=[0], steps=1)
+
+
+def test_results_json_of_a_grid_cell_holds_seed_steps_and_config(tmp_path):
+    grid = run_grid(_spec(seeds=(3,), policies=("random",)), str(tmp_path))
+    cell = grid["cells"][0]
+    saved = json.loads((tmp_path / "pretrain" / "synthetic_birthplace" / "random" / "seed3" / "results.json").read_text())
+    assert saved["config"]["seed"] == 3 and saved["steps"] == 4 and saved["metrics"]["score"] == cell["score"]
