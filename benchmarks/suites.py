@@ -2,7 +2,9 @@
 
 - ``quickstart`` (below, the README's main job);
 - ``synthetic`` (``synthetic_suite.py``): all relations, policy grid over seeds, compute
-  curves, transfer matrix.
+  curves, transfer matrix;
+- ``real`` (``real_suite.py``): WikiText-2 general pre-training, MR / SST-2 task-guided
+  intermediate pre-training and fine-tuning, SQuAD-subset answer cloze.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -21,7 +23,7 @@ from train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = ("quickstart", "synthetic")
+SUITES = ("quickstart", "synthetic", "real")
 
 QUICKSTART = {
     "quickstart": dict(
@@ -35,7 +37,8 @@ QUICKSTART = {
 
 def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, seeds: int | None = None,
               steps: int | None = None, workers: int | None = None, policies: list[str] | None = None,
-              task: str | None = None, seed: int | None = None, progress: bool = True) -> dict:
+              task: str | None = None, seed: int | None = None, data_dir: str | None = None,
+              progress: bool = True) -> dict:
     """Run a suite by name; options a suite does not take are refused with a clear error."""
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
@@ -55,10 +58,15 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     if given:
         raise ConfigError(f"{', '.join(given)}: only for the quickstart suite; suite {suite!r} has fixed "
                           "sizes (--quick, --seeds N, --steps N)")
+    if suite == "real":
+        from .real_suite import run_real
+
+        return run_real(out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir)
+    if data_dir is not None:
+        raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
     from .synthetic_suite import run_synthetic
 
-    runners = {"synthetic": run_synthetic}
-    return runners[suite](out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2)
+    return run_synthetic(out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2)
 
 
 def run_quickstart(*, policies: list[str] | None = None, task: str | None = None,

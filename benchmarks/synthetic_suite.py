@@ -29,17 +29,20 @@ QUICK = dict(tasks=RELATIONS[:2], policies=["none", "random", "span", "salient_s
 
 
 def run_synthetic(out: str, *, quick: bool = False, seeds: int | None = None, steps: int | None = None,
-                  workers: int = 2, command: str = "maskpolicy bench --suite synthetic") -> dict:
+                  workers: int = 2, sizes: dict | None = None, command: str = "maskpolicy bench --suite synthetic") -> dict:
+    """``sizes`` overrides entries of the preset (tests; larger runs on a GPU)."""
     started = time.perf_counter()
-    size = dict(QUICK if quick else FULL)
+    size = {**(QUICK if quick else FULL), **(sizes or {})}
     seed_list = list(range(seeds or size["seeds"]))
     steps = steps or size["steps"]
-    learn_options = {"meta": {"meta_steps": size["meta_steps"]}, "progress": False}
+    learn_options = {**size.get("learn_options", {}), "progress": False}
+    learn_options["meta"] = {**learn_options.get("meta", {}), "meta_steps": size["meta_steps"]}
     spec = GridSpec(tasks=size["tasks"], policies=size["policies"], seeds=seed_list, steps=steps,
-                    learn_options=learn_options, workers=workers)
+                    pretrain_options=size.get("pretrain_options", {}), learn_options=learn_options, workers=workers)
     grid = run_grid(spec, out)
     transfer = run_transfer(spec.tasks, root=out, steps=steps, seeds=seed_list[: size["transfer_seeds"]],
-                            method="meta", learn_options=learn_options, eval_points=spec.eval_points, workers=workers)
+                            method="meta", pretrain_options=spec.pretrain_options, learn_options=learn_options,
+                            eval_points=spec.eval_points, workers=workers)
     pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"]
     rows = grid_rows(grid, spec)
     recall_rows = _recall_rows(grid, spec)

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, help="K differentiable inner steps (meta)")
     p.add_argument("--inner-lr", type=float, help="inner learning rate (meta)")
     p.add_argument("--model", help="LM for meta: preset (briefly pre-trained first) or checkpoint dir")
+    p.add_argument("--tokenizer", help="tokenizer of the models the policy will drive (default: --model's "
+                   "when a checkpoint, else built from --task)")
+    p.add_argument("--classifier", help="supervised, classification task: masked LM fine-tuned as the importance "
+                   "classifier (preset or checkpoint; default tiny)")
     p.add_argument("--epochs", type=int, help="epochs (supervised)")
     p.add_argument("--seed", type=int)
     p.add_argument("--data-dir")
@@ -112,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite and print its table")
     _add_config(p)
-    p.add_argument("--suite", help="quickstart (default) | synthetic")
+    p.add_argument("--suite", help="quickstart (default) | synthetic | real")
+    p.add_argument("--data-dir", help="real: the data directory (default $MASKPOLICY_DATA_DIR, laid out as ../shared/data)")
     p.add_argument("--quick", action="store_true", default=None, help="the suite's small preset (about 5 minutes on 2 CPU cores)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")
     p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")

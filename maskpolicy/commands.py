@@ -66,6 +66,8 @@ def learn(args) -> int:
             meta.setdefault("inner", {})[key] = data.pop(flag)
     if "epochs" in data:
         data.setdefault("supervised", {})["epochs"] = data.pop("epochs")
+    if "classifier" in data:
+        data.setdefault("supervised", {}).setdefault("classifier", {})["model"] = data.pop("classifier")
     config = LearnConfig.from_dict(data)
     report = run(config)
     final = report.get("held_out") or report.get("metrics") or {}

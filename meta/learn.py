@@ -42,6 +42,7 @@ class LearnConfig:
     # batches): 0.99 after 50 random-MLM steps, 0.64 after 300, 0.56 after 1,000 (birthplace:
     # 1.00, -, 0.74). Co-training the LM (co_train="mlm") ages it the same way during
     # meta-learning, so the default keeps it as warmed up (co_train="none").
+    tokenizer: str | None = None  # dir/hub name/WordPiece vocab; default: the checkpoint ``model``'s, else built from the task
     vocab_size: int = 8000
     max_length: int = 64
     temperature: float = 0.25  # saved with the policy: sigmoid(logits / T) sharpens what the sampler draws
@@ -90,12 +91,24 @@ def warm_language_model(config: LearnConfig, tokenizer):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def learn_tokenizer(config: LearnConfig, task):
+    """The policy's tokenizer: it must be the tokenizer of the models the policy will drive
+    (a policy refuses any other), so a checkpoint's own comes before one built from the task."""
+    from train.models import is_preset, load_tokenizer
+
+    if config.tokenizer:
+        return load_tokenizer(config.tokenizer)
+    if not is_preset(config.model):
+        return load_tokenizer(config.model)
+    return tokenizer_for_task(task, vocab_size=config.vocab_size)
+
+
 def learn(config: LearnConfig) -> dict:
     from .metrics import answer_recall, token_prf
 
     started = time.perf_counter()
     task = get_task(config.task, data_dir=config.data_dir, **config.task_options)
-    tokenizer = tokenizer_for_task(task, vocab_size=config.vocab_size)
+    tokenizer = learn_tokenizer(config, task)
     if config.method == "supervised":
         from .supervised import SupervisedConfig, learn_supervised
 

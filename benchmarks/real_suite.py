@@ -1,0 +1,134 @@
+"""The ``real`` suite: task-guided intermediate pre-training on real text (``../shared/data``).
+
+1. General pre-training: a ``tiny`` BERT from a configuration (no pre-trained weights are
+   available offline) with random masking on WikiText-2; its tokenizer is built from
+   WikiText-2 and shared by every later model and policy.
+2. Intermediate pre-training from that model on the in-domain corpus (IMDB reviews + Yelp
+   sentences) for MR and SST-2, one cell per policy and seed at equal compute, then
+   fine-tuning on the task and accuracy on its evaluation split. ``selective`` = Train No
+   Evil (a policy network on buffer-rule labels from a classifier fine-tuned from the
+   general model; only tokens predicted important are masked); ``learned-supervised`` =
+   the same network used as a soft policy that fills the budget.
+3. SQuAD subset: a supervised policy trained on the answers of the training questions,
+   scored (token precision / recall within the budget) on held-out questions' answers in
+   the paragraphs; then closed-book cloze exact match after intermediate pre-training.
+
+Periodic evaluations during intermediate pre-training of the classification tasks are
+held-out masked-token accuracy (fine-tuning at every point would cost more than the
+pre-training); the final score is fine-tuned accuracy.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from policies.errors import DataError
+from train.config import PretrainConfig
+
+from .cells import pretrain_cell
+from .grid import GridSpec, grid_rows, run_grid
+from .report import curve_plots, failure_lines, write_suite
+from .tables import fmt, markdown_table
+
+MAX_LENGTH = 128  # passages are cut at 60 words (about 80 WordPiece tokens)
+FULL = dict(general_steps=4000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad"],
+            policies=["none", "random", "pmi", "selective", "learned-supervised"],
+            corpus_cap=None, finetune={"epochs": 3}, selective={}, classifier={"epochs": 3},
+            squad_policies=["none", "random", "salient_span", "learned-supervised"])
+QUICK = dict(general_steps=300, steps=150, seeds=1, tasks=["mr", "squad"],
+             policies=["none", "random", "selective", "learned-supervised"],
+             corpus_cap=1500, finetune={"epochs": 1, "max_train_examples": 2000}, selective={"max_examples": 400},
+             classifier={"epochs": 1}, squad_policies=["random", "learned-supervised"])
+
+
+def check_data(data_dir: str | None, tasks: list[str]) -> str:
+    """Load every task once so that a missing or malformed file is reported before any cell runs."""
+    from tasks.real import resolve_data_dir
+    from tasks.registry import get_task
+
+    root = resolve_data_dir(data_dir)
+    for name in ["wikitext2"] + tasks:
+        get_task(name, data_dir=root)  # DataError names each missing file
+    return root
+
+
+def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: int | None = None,
+             workers: int = 2, data_dir: str | None = None, sizes: dict | None = None,
+             command: str = "maskpolicy bench --suite real") -> dict:
+    """``sizes`` overrides entries of the preset (tests; larger runs on a GPU)."""
+    started = time.perf_counter()
+    size = {**(QUICK if quick else FULL), **(sizes or {})}
+    root = check_data(data_dir, size["tasks"])
+    seed_list = list(range(seeds or size["seeds"]))
+    steps = steps or size["steps"]
+    general = pretrain_cell(PretrainConfig(
+        task="wikitext2", data_dir=root, policy="random", model="tiny", steps=size["general_steps"], seed=0,
+        batch_size=size.get("batch_size", 32), max_length=MAX_LENGTH,
+        eval_every=max(size["general_steps"] // 10, 1), save_every=size["general_steps"], progress=False,
+        out=os.path.join(out, "general", "wikitext2")))
+    if general["status"] != "done":
+        raise DataError(f"general pre-training on WikiText-2 failed: {general['error']}")
+    model = os.path.join(out, "general", "wikitext2", "model")
+    task_options = {} if size["corpus_cap"] is None else {"max_corpus_passages": size["corpus_cap"]}
+    shared = {"model": model, "data_dir": root, "batch_size": size.get("batch_size", 32), "max_length": MAX_LENGTH}
+    learn_options = {"model": model, "data_dir": root, "max_length": MAX_LENGTH, "progress": False,
+                     "supervised": {"classifier": {"model": model, **size["classifier"]}, "selective": size["selective"]}}
+    classification = [t for t in size["tasks"] if t != "squad"]
+    specs = [GridSpec(tasks=classification, policies=size["policies"], seeds=seed_list, steps=steps,
+                      pretrain_options={**shared, "task_options": task_options, "finetune": size["finetune"]},
+                      learn_options={**learn_options, "task_options": task_options}, workers=workers)]
+    if "squad" in size["tasks"]:
+        specs.append(GridSpec(tasks=["squad"], policies=size["squad_policies"], seeds=seed_list, steps=steps,
+                              pretrain_options=shared, learn_options=learn_options, workers=workers))
+    grids = [run_grid(spec, out) for spec in specs]
+    cells = [c for g in grids for c in g["cells"]]
+    policies = list(dict.fromkeys(p for spec in specs for p in spec.policies))
+    tasks = [t for spec in specs for t in spec.tasks]
+    merged = {"cells": cells}
+    rows = grid_rows(merged, GridSpec(tasks=tasks, policies=policies, seeds=seed_list, steps=steps))
+    for row in rows:  # a policy a spec did not run for a task
+        for task in tasks:
+            if row[task] == "failed" and not any(c["task"] == task and c["policy"] == row["policy"] for c in cells):
+                row[task] = "-"
+    pngs = []
+    for spec, grid in zip(specs, grids):
+        metric = "held-out MLM accuracy" if spec.tasks != ["squad"] else "cloze EM"
+        pngs += curve_plots(grid, spec, out, metric)
+    general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking, held-out MLM "
+                    f"accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
+    sections = [("Learned policies on held-out data (token precision / recall / F1 within the 15% budget)",
+                 markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
+                                                              "learning s"])),
+                ("General model", general_line)]
+    failures = failure_lines(cells)
+    if failures:
+        sections.append(("Failed cells", failures))
+    title = (f"Real data, small models from a configuration (no pre-trained weights available offline): tiny BERT "
+             f"(2 x 128) general-pre-trained on WikiText-2, then {steps} intermediate steps per cell on the in-domain "
+             f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch 32, mask budget 15%, seeds "
+             f"{', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
+             f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "
+             "model without intermediate pre-training. `-`: not run for that task.")
+    command = command + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds else "") + f" --out {out}"
+    return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
+                          started=started, command=command,
+                          results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
+                                   "cells": cells, "learned": [g["learned"] for g in grids]}),
+            "png": pngs, "grids": grids}
+
+
+def _policy_rows(grids: list[dict], tasks: list[str]) -> list[dict]:
+    rows = []
+    for grid in grids:
+        for method, cells in grid["learned"].items():
+            for task in tasks:
+                done = [c for key, c in cells.items() if key.rsplit(" seed ", 1)[0] == task and c["status"] == "done"]
+                if not done:
+                    continue
+                held = [c.get("held_out") or {} for c in done]
+                rows.append({"task": task, "method": method,
+                             **{name: fmt([h.get(key) for h in held if h.get(key) is not None])
+                                for name, key in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+                                                  ("random recall", "random_recall"))},
+                             "learning s": fmt([c.get("seconds") for c in done if c.get("seconds") is not None], 0)})
+    return rows

@@ -1,0 +1,76 @@
+"""The synthetic and real suites end to end at toy sizes: every output file, every section."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from benchmarks.suites import run_suite
+from benchmarks.real_suite import run_real
+from benchmarks.synthetic_suite import run_synthetic
+from policies.errors import DataError
+
+from realdata import larger_squad, write_mini_data
+
+WORLD = {"task_options": {"num_entities": 24}, "vocab_size": 400, "max_length": 32}
+
+
+def test_synthetic_suite_writes_tables_results_and_plots(tmp_path):
+    tasks = ["synthetic:birthplace", "synthetic:colour"]
+    sizes = dict(tasks=tasks, policies=["none", "random", "salient_span", "learned-supervised", "learned-meta"],
+                 meta_steps=2, pretrain_options={**WORLD, "batch_size": 4},
+                 learn_options={**WORLD, "lm_warmup_steps": 2, "supervised": {"epochs": 1}, "meta": {"outer_batch": 4}})
+    report = run_synthetic(str(tmp_path), seeds=2, steps=4, workers=1, sizes=sizes)
+    table = (tmp_path / "table.md").read_text()
+    assert report["table"] == table
+    for heading in ("Steps to reach random", "Learned policies: answer recall", "Transfer"):
+        assert heading in table
+    assert "--seeds 2" in table and "s on " in table  # the exact command and its wall time
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
+    assert [r["policy"] for r in rows] == sizes["policies"]
+    assert all(" ± " in r[t] for r in rows for t in tasks)  # two seeds: mean ± std everywhere
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["suite"] == "synthetic" and results["wall_seconds"] > 0
+    cells = results["cells"]
+    assert len(cells) == len(tasks) * len(sizes["policies"]) * 2
+    assert {(c["seed"], c["steps"]) for c in cells} == {(0, 4), (1, 4)}
+    assert all(c["status"] == "done" and "config" in c for c in cells)
+    assert set(results["transfer"]["scores"]) == {f"{s} -> {t}" for s in tasks + ["random"] for t in tasks}
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert {"curves_synthetic_birthplace.png", "curves_synthetic_colour.png", "transfer.png"} <= pngs
+
+
+def test_real_suite_on_a_miniature_data_directory(tmp_path):
+    data = write_mini_data(tmp_path / "data", squad=larger_squad())
+    sizes = dict(general_steps=3, steps=3, batch_size=4, corpus_cap=None, tasks=["mr", "squad"],
+                 policies=["none", "random", "selective", "learned-supervised"],
+                 squad_policies=["random", "learned-supervised"],
+                 finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12})
+    out = tmp_path / "out"
+    run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
+    rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
+    assert set(rows) == {"none", "random", "selective", "learned-supervised"}
+    for policy in ("none", "random", "selective", "learned-supervised"):
+        assert 0.0 <= float(rows[policy]["mr"]) <= 1.0  # fine-tuned accuracy
+    assert rows["selective"]["squad"] == "-" and rows["none"]["squad"] == "-"  # not run for squad
+    assert 0.0 <= float(rows["learned-supervised"]["squad"]) <= 1.0
+    table = (out / "table.md").read_text()
+    assert "no pre-trained weights" in table and "General pre-training: WikiText-2" in table
+    assert "| squad | supervised |" in table and "| mr | supervised |" in table
+    results = json.loads((out / "results.json").read_text())
+    selective = [c for c in results["cells"] if c["policy"] == "selective"][0]
+    assert selective["config"]["masking"]["fill_zero"] is False  # Train No Evil: only important tokens
+    general = out / "general" / "wikitext2" / "model"
+    assert all(c["config"]["model"] == str(general) for c in results["cells"] if c["status"] == "done")
+
+
+def test_real_suite_names_the_missing_files_before_running_anything(tmp_path):
+    data = write_mini_data(tmp_path / "data")
+    (data / "mr" / "rt-polarity.neg").unlink()
+    with pytest.raises(DataError, match="rt-polarity.neg"):
+        run_suite("real", out=str(tmp_path / "out"), data_dir=str(data), quick=True)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match="data directory"):
+        run_suite("real", out=str(tmp_path / "out"), data_dir=str(tmp_path / "nowhere"), quick=True)
