@@ -60,17 +60,17 @@ def _jsonable(value):
 
 
 def write_suite(out: str, *, suite: str, title: str, sections: list[tuple[str, str]], rows: list[dict],
-                header: list[str], results: dict, started: float, command: str) -> dict:
-    """``sections``: (heading, markdown) pairs after the main table; ``rows``/``header`` go
-    to ``table.csv``; ``results`` (every number with its seed, steps and config) to
+                header: list[str], results: dict, started: float, command: str, csv_rows: list[dict] | None = None) -> dict:
+    """``sections``: (heading, markdown) pairs after the main table (none when ``rows`` is
+    empty); ``rows`` (or ``csv_rows``) with ``header`` go to ``table.csv``; ``results`` (every number with its seed, steps and config) to
     ``results.json``. Returns ``{"table", "out", "wall_seconds"}``."""
     wall = round(time.perf_counter() - started, 1)
-    text = f"# {suite}\n\n{title}\n\n" + markdown_table(rows, header)
+    text = f"# {suite}\n\n{title}" + (f"\n\n{markdown_table(rows, header)}" if rows else "")
     for heading, body in sections:
         text += f"\n\n## {heading}\n\n{body}"
     text += f"\n\n`{command}`: {wall:.0f} s on {machine()}\n"
     write_text(out, "table.md", text)
-    write_text(out, "table.csv", csv_text(rows, header))
+    write_text(out, "table.csv", csv_text(rows if csv_rows is None else csv_rows, header))
     write_json_atomic(os.path.join(out, "results.json"), _jsonable({
         "suite": suite, "command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": wall, **results}))

@@ -4,7 +4,8 @@
 - ``synthetic`` (``synthetic_suite.py``): all relations, policy grid over seeds, compute
   curves, transfer matrix;
 - ``real`` (``real_suite.py``): WikiText-2 general pre-training, MR / SST-2 task-guided
-  intermediate pre-training and fine-tuning, SQuAD-subset answer cloze.
+  intermediate pre-training and fine-tuning, SQuAD-subset answer cloze;
+- ``perf`` (``perf_suite.py``): collator, policy-network, meta-step and pre-training speed.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -23,7 +24,7 @@ from train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = ("quickstart", "synthetic", "real")
+SUITES = ("quickstart", "synthetic", "real", "perf")
 
 QUICKSTART = {
     "quickstart": dict(
@@ -62,6 +63,12 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         from .real_suite import run_real
 
         return run_real(out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir)
+    if suite == "perf":
+        if seeds is not None or steps is not None:
+            raise ConfigError("--seeds/--steps: the perf suite has fixed sizes (--quick for the small ones)")
+        from .perf_suite import run_perf
+
+        return run_perf(out, quick=quick, data_dir=data_dir)
     if data_dir is not None:
         raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
     from .synthetic_suite import run_synthetic

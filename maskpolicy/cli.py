@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite and print its table")
     _add_config(p)
-    p.add_argument("--suite", help="quickstart (default) | synthetic | real")
+    p.add_argument("--suite", help="quickstart (default) | synthetic | real | perf")
     p.add_argument("--data-dir", help="real: the data directory (default $MASKPOLICY_DATA_DIR, laid out as ../shared/data)")
     p.add_argument("--quick", action="store_true", default=None, help="the suite's small preset (about 5 minutes on 2 CPU cores)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")

@@ -86,7 +86,7 @@ def test_curves_average_seeds_and_find_the_first_step_reaching_random():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(suite="nope"), "unknown suite 'nope'; known: quickstart, synthetic, real"),
+    (dict(suite="nope"), "unknown suite 'nope'; known: quickstart, synthetic, real, perf"),
     (dict(suite="synthetic", policies=["random"]), "--policies: only for the quickstart suite"),
     (dict(suite="synthetic", seeds=0), "--seeds must be >= 1"),
     (dict(suite="synthetic", workers=0), "--workers must be >= 1"),

@@ -74,3 +74,20 @@ def test_real_suite_names_the_missing_files_before_running_anything(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(DataError, match="data directory"):
         run_suite("real", out=str(tmp_path / "out"), data_dir=str(tmp_path / "nowhere"), quick=True)
+
+
+def test_perf_suite_reports_every_ratio_against_its_reference(tmp_path):
+    from benchmarks.perf_suite import run_perf
+
+    sizes = dict(collator_batches=2, train_repeats=1, pretrain_steps=2,
+                 meta_args=["--repeats", "1", "--layers", "1", "--hidden", "32", "--batch", "2", "--length", "16",
+                            "--outer-batch", "2", "--outer-length", "8"])
+    report = run_perf(str(tmp_path), sizes=sizes)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
+    measures = {r["measure"].split(",")[0] for r in rows}
+    assert measures == {"collator", "training step", "meta-step", "intermediate pre-training"}
+    for row in rows:  # each reference row has ratio 1 exactly; every other ratio is a positive number
+        assert float(row["ratio"]) > 0
+    assert {r["variant"] for r in rows if r["measure"].startswith("meta-step")} == {"plain", "plain*", "func", "higher", "fd"}
+    assert [r["ratio"] for r in rows if r["variant"] in ("policy random", "random") ] == ["1.000", "1.00"]
+    assert "fd against the exact hypergradient" in report["table"]

@@ -1,0 +1,155 @@
+"""The ``perf`` suite: speed and memory, each as a ratio measured side by side in one run.
+
+1. collator throughput: ``MaskingCollator`` with each policy against Hugging Face's
+   ``DataCollatorForLanguageModeling`` on the same batches (``collator_throughput.py``);
+2. policy-network overhead: one MLM training step (mask + forward + backward + AdamW) of a
+   ``mini`` BERT (4 x 256), batch 32 x 128, with the ``random`` policy against the same step
+   with an (untrained) ``learned`` policy network scoring the batch first; interleaved;
+3. meta-step cost per backend (time and peak memory against a plain MLM step;
+   ``meta_step_cost.py`` in a subprocess, which measures CPU memory in fresh processes);
+4. intermediate pre-training throughput: tokens per second of ``train.pretrain`` on the
+   synthetic world with ``random``, ``salient_span`` and a ``learned`` policy.
+
+Numbers depend on the machine; ratios are what the suite is for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from .report import write_suite
+from .tables import markdown_table
+
+FULL = dict(collator_batches=200, train_repeats=20, meta_args=["--repeats", "9"], pretrain_steps=300)
+QUICK = dict(collator_batches=40, train_repeats=6,
+             meta_args=["--repeats", "3", "--layers", "2", "--hidden", "128", "--batch", "8", "--length", "64"],
+             pretrain_steps=80)
+
+
+def _tokenizer(data_dir: str | None):
+    """BERT's WordPiece vocabulary when the data directory has it, else the synthetic world's."""
+    from tasks.registry import get_task
+    from tasks.tokenizer import load_vocab_tokenizer, tokenizer_for_task
+
+    root = data_dir or os.environ.get("MASKPOLICY_DATA_DIR")
+    vocab = os.path.join(root, "vocab", "bert_base_uncased_vocab.txt") if root else ""
+    if vocab and os.path.isfile(vocab):
+        return load_vocab_tokenizer(vocab), "BERT base uncased vocabulary (30,522)"
+    return tokenizer_for_task(get_task("synthetic")), "synthetic-world WordPiece vocabulary"
+
+
+def collator_rows(tokenizer, batches: int) -> list[dict]:
+    from .collator_throughput import run
+
+    result = run(tokenizer, 32, 128, batches, ("random", "whole_word", "span", "salient_span"))
+    return [{"measure": "collator", "variant": name, "value": f"{tps:,}", "unit": "tokens/s",
+             "ratio": f"{result['ratio_vs_hf'][name]:.2f}", "reference": "HF collator"}
+            for name, tps in result["tokens_per_second"].items()]
+
+
+def policy_overhead_rows(tokenizer, repeats: int) -> list[dict]:
+    """Training step with ``random`` vs with a learned policy network (interleaved medians)."""
+    from policies import LearnedPolicy, Masker, MaskingConfig, get_policy
+    from train.models import preset_model
+
+    torch.manual_seed(0)
+    model = preset_model("mini", len(tokenizer), 128, tokenizer.pad_token_id or 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(5, len(tokenizer), (32, 128))
+    ids[:, 0] = tokenizer.cls_token_id
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    maskers = {"random": Masker(get_policy("random", tokenizer), MaskingConfig()),
+               "learned": Masker(LearnedPolicy(tokenizer).eval(), MaskingConfig())}
+
+    def step(masker) -> None:
+        masked = masker(batch, generator=torch.Generator().manual_seed(0))
+        loss = model(**masked).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    times = {name: [] for name in maskers}
+    for name, masker in maskers.items():  # warm-up
+        step(masker)
+    for _ in range(repeats):
+        for name, masker in maskers.items():
+            start = time.perf_counter()
+            step(masker)
+            times[name].append(time.perf_counter() - start)
+    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    return [{"measure": "training step, mini BERT 32 x 128", "variant": f"policy {name}", "value": f"{ms[name]:.1f}",
+             "unit": "ms/step", "ratio": f"{ms[name] / ms['random']:.3f}", "reference": "random policy"}
+            for name in maskers]
+
+
+def meta_rows(args: list[str]) -> tuple[list[dict], dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "meta.json")
+        cmd = [sys.executable, "-m", "benchmarks.meta_step_cost", "--json", path, *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if done.returncode != 0:
+            raise RuntimeError(f"meta_step_cost failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    a = data["args"]
+    what = f"meta-step, BERT {a['layers']} x {a['hidden']}, batch {a['batch']} x {a['length']}"
+    rows = []
+    for name, ms in data["ms"].items():
+        rows.append({"measure": what, "variant": name, "value": f"{ms:.1f}", "unit": "ms/step",
+                     "ratio": f"{ms / data['ms']['plain']:.2f}", "reference": "plain MLM step"})
+        rows.append({"measure": what, "variant": name, "value": f"{data['peak_mb'][name]:.1f}", "unit": "peak MB",
+                     "ratio": f"{data['peak_mb'][name] / data['peak_mb']['plain']:.2f}", "reference": "plain MLM step"})
+    return rows, data
+
+
+def pretrain_rows(steps: int, out: str) -> list[dict]:
+    from meta.learn import LearnConfig, learn
+    from train.config import PretrainConfig
+    from train.pretrain import pretrain
+
+    policy_dir = os.path.join(out, "policy")
+    learn(LearnConfig(method="supervised", out=policy_dir, progress=False))
+    tps = {}
+    for name, policy in (("random", "random"), ("salient_span", "salient_span"), ("learned", policy_dir)):
+        result = pretrain(PretrainConfig(policy=policy, steps=steps, out=os.path.join(out, name), eval_every=0,
+                                         save_every=0, evaluate=False, progress=False))
+        tps[name] = result["tokens_per_second"]
+    return [{"measure": "intermediate pre-training, tiny BERT, synthetic:birthplace", "variant": name,
+             "value": f"{v:,.0f}", "unit": "tokens/s", "ratio": f"{v / tps['random']:.2f}", "reference": "random policy"}
+            for name, v in tps.items()]
+
+
+def run_perf(out: str, *, quick: bool = False, data_dir: str | None = None, sizes: dict | None = None,
+             command: str = "maskpolicy bench --suite perf") -> dict:
+    started = time.perf_counter()
+    size = {**(QUICK if quick else FULL), **(sizes or {})}
+    tokenizer, vocab = _tokenizer(data_dir)
+    sections, rows = [], []
+    collator = collator_rows(tokenizer, size["collator_batches"])
+    overhead = policy_overhead_rows(tokenizer, size["train_repeats"])
+    meta, meta_data = meta_rows(size["meta_args"])
+    with tempfile.TemporaryDirectory() as tmp:
+        throughput = pretrain_rows(size["pretrain_steps"], tmp)
+    header = ["measure", "variant", "value", "unit", "ratio", "reference"]
+    for heading, part in (("Collator throughput (batch 32, lengths 64-128, " + vocab + ")", collator),
+                          ("Policy-network overhead in a training step", overhead),
+                          ("Meta-step cost per backend (K = 1 SGD)", meta),
+                          ("Intermediate pre-training throughput", throughput)):
+        sections.append((heading, markdown_table(part, header)))
+        rows += part
+    fd = meta_data.get("fd_vs_exact") or []
+    if fd:
+        sections.append(("fd against the exact hypergradient", "\n".join(
+            f"- dropout {r['dropout']}, step {r['step']}: cosine {r['cosine']:.6f}, relative L2 {r['rel_l2']:.2e}" for r in fd)))
+    title = (f"Speed and memory on this machine, {torch.get_num_threads()} torch threads; each ratio is against the "
+             "reference measured in the same run.")
+    command = command + (" --quick" if quick else "") + f" --out {out}"
+    return write_suite(out, suite="perf", title=title, sections=sections, rows=[], header=header, started=started,
+                       command=command, results={"rows": rows, "meta_step_cost": meta_data}, csv_rows=rows)
