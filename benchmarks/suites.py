@@ -102,11 +102,17 @@ def run_quickstart(*, policies: list[str] | None = None, task: str | None = None
             "train s": f"{result['train_seconds']:.0f}",
         })
     header = ["policy", "cloze EM (eval entities)", "cloze EM (train entities)", "train s"]
-    table = (f"{task}, tiny BERT from scratch, {steps} intermediate steps, batch 32, mask rate 0.15, seed {seed}\n\n"
-             + markdown_table(rows, header))
-    write_text(out, "table.md", table + "\n")
-    write_json_atomic(os.path.join(out, "results.json"), {"suite": suite, "task": task, "steps": steps, "seed": seed,
-                                                         "rows": rows, "failures": failures, "wall_seconds": round(time.perf_counter() - started, 1)})
+    from .report import machine
+
+    wall = round(time.perf_counter() - started, 1)
+    command = f"maskpolicy bench --suite quickstart{' --quick' if quick else ''} --out {out}"
+    table = (f"# quickstart\n\n{task}, tiny BERT from scratch, {steps} intermediate steps, batch 32, mask rate 0.15, "
+             f"seed {seed}\n\n" + markdown_table(rows, header))
     if failures:
         table += "\n\nfailed cells:\n" + "\n".join(f"- {f['cell']}: {f['error']}" for f in failures)
+    table += f"\n\n`{command}`: {wall:.0f} s on {machine()}"
+    write_text(out, "table.md", table + "\n")
+    write_json_atomic(os.path.join(out, "results.json"), {
+        "suite": suite, "command": command, "task": task, "steps": steps, "seed": seed, "rows": rows,
+        "failures": failures, "wall_seconds": wall, "date": time.strftime("%Y-%m-%d"), "machine": machine()})
     return {"table": table, "rows": rows, "failures": failures, "out": out}

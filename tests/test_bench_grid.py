@@ -108,3 +108,22 @@ def test_results_json_of_a_grid_cell_holds_seed_steps_and_config(tmp_path):
     cell = grid["cells"][0]
     saved = json.loads((tmp_path / "pretrain" / "synthetic_birthplace" / "random" / "seed3" / "results.json").read_text())
     assert saved["config"]["seed"] == 3 and saved["steps"] == 4 and saved["metrics"]["score"] == cell["score"]
+
+
+def test_results_doc_copies_the_tables_runs_wrote_and_refuses_unfinished_runs(tmp_path):
+    from benchmarks.results_doc import main as results_doc
+    from policies.errors import DataError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "table.md").write_text("# synthetic\n\ntitle\n\n| policy | x |\n|---|---|\n| random | 0.040 |\n\n`cmd`: 5 s on m\n")
+    (run / "results.json").write_text(json.dumps({"date": "2026-11-24", "machine": "2 CPU cores"}))
+    out = tmp_path / "RESULTS.md"
+    results_doc([str(run), "--out", str(out)])
+    text = out.read_text()
+    assert "## synthetic" in text and "| random | 0.040 |" in text and "*2026-11-24, 2 CPU cores*" in text
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "table.md").write_text("# x\n")
+    with pytest.raises(DataError, match="not a finished suite run"):
+        results_doc([str(run), str(tmp_path / "half"), "--out", str(tmp_path / "other.md")])
+    assert not (tmp_path / "other.md").exists()
