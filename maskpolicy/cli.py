@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text")
     p.add_argument("--tokenizer", help="tokenizer dir / vocab file (default: the model's, else built from --task)")
     p.add_argument("--model", help="take the tokenizer of this model directory")
-    p.add_argument("--task", help="build the tokenizer from this task (default synthetic)")
+    _add_task(p)  # --task: build the tokenizer from this task (default synthetic)
     p.add_argument("--data-dir")
     p.add_argument("--rate", type=float)
     p.add_argument("--seed", type=int)
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pmi", help="build a PMI n-gram table from a task corpus (for --policy pmi)")
     _add_config(p)
-    p.add_argument("--task")
+    _add_task(p)
     p.add_argument("--tokenizer")
     p.add_argument("--data-dir")
     p.add_argument("--max-length", type=int)

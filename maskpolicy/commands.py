@@ -139,8 +139,8 @@ def _tokenizer_for(data: dict):
     policy = str(data.get("policy", ""))
     if os.path.isdir(policy) and os.path.isfile(os.path.join(policy, "tokenizer_config.json")):
         return load_tokenizer(policy)
-    task = get_task(data.get("task", "synthetic"), data_dir=data.get("data_dir"))
-    return tokenizer_for_task(task)
+    task = get_task(data.get("task", "synthetic"), data_dir=data.get("data_dir"), **data.get("task_options", {}))
+    return tokenizer_for_task(task, **({"vocab_size": int(data["vocab_size"])} if "vocab_size" in data else {}))
 
 
 def show(args) -> int:
@@ -169,7 +169,7 @@ def pmi(args) -> int:
     data = _merge(args)
     if not data.get("task") or not data.get("out"):
         raise ConfigError("pmi needs --task T and --out FILE")
-    task = get_task(data["task"], data_dir=data.get("data_dir"))
+    task = get_task(data["task"], data_dir=data.get("data_dir"), **data.get("task_options", {}))
     tokenizer = _tokenizer_for({k: v for k, v in data.items() if k != "policy"})
     enc = encode_passages(tokenizer, task.corpus, max_length=int(data.get("max_length", 128)), span_splits=())
     options = {k: int(data[k]) for k in ("max_n", "min_count", "top_k") if k in data}

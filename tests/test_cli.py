@@ -55,6 +55,21 @@ def test_pmi_table_command_and_policy_use(tmp_path, capsys):
     assert code == 0 and "pmi" in capsys.readouterr().out
 
 
+def test_pmi_and_show_take_task_options_like_the_runs_do(tmp_path, capsys):
+    # A table built for another world (seed 1) is refused by a policy on the default
+    # world's tokenizer and accepted on that world's: the task options reach the tokenizer.
+    table = tmp_path / "pmi.json"
+    world = ["--task", "synthetic:colour", "--task-option", "seed=1", "--task-option", "num_entities=40",
+             "--vocab-size", "500"]
+    assert main(["pmi", *world, "--min-count", "2", "--out", str(table)]) == 0
+    capsys.readouterr()
+    text = ["--text", "the favourite colour of Dravik is teal ."]
+    assert main(["show", "--policy", "pmi", "--policy-option", f"table={table}", *world, *text]) == 0
+    assert "pmi" in capsys.readouterr().out
+    assert main(["show", "--policy", "pmi", "--policy-option", f"table={table}", "--task", "synthetic:colour", *text]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["pretrain", "--task", "nope"], "unknown task 'nope'"),
     (["pretrain", "--policy", "nope"], "unknown policy 'nope'"),
