@@ -43,6 +43,9 @@ class MetaConfig:
     inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=1, lr=0.05, optimizer="sgd"))
     explore_rate: float = 0.3  # share of inner tokens that are candidates in a meta-step
     objective: str = "distill"  # distill | chain
+    targets: str = "share"  # distill positives: "share" = the rate share of candidates with the most
+    #   negative g; "split" = those above the largest between-class-variance split of -g (Otsu),
+    #   at most the rate share: fewer when fewer tokens carry signal than the budget holds
     rate: float = 0.15  # the budget the policy is used with (distillation targets)
     policy_lr: float = 3e-3
     co_train: str = "none"  # none: the LM stays as warmed up (default: the strongest signal,
@@ -65,6 +68,8 @@ class MetaConfig:
             raise ConfigError(f"co_train must be mlm, inner or none, got {self.co_train!r}")
         if self.objective not in ("distill", "chain"):
             raise ConfigError(f"objective must be distill or chain, got {self.objective!r}")
+        if self.targets not in ("share", "split"):
+            raise ConfigError(f"targets must be share or split, got {self.targets!r}")
         for name in ("meta_steps", "outer_batch", "policy_lr", "max_length"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -116,7 +121,21 @@ def explore(inner: dict, policy: LearnedPolicy, rate: float, generator: torch.Ge
             "labels": labels, "original_ids": ids}
 
 
-def distill_targets(g: torch.Tensor, candidates: torch.Tensor, rate: float) -> torch.Tensor:
+def otsu_split(values: torch.Tensor) -> float:
+    """The threshold between the two classes of 1-D ``values`` with the largest between-class
+    variance (Otsu): the lowest value of the upper class."""
+    x, _ = values.detach().double().sort()
+    n = x.numel()
+    if n < 2:
+        return float(x[0]) if n else math.inf
+    k = torch.arange(1, n, dtype=x.dtype)  # lower class = x[:k]
+    csum = x.cumsum(0)[:-1]
+    mean_low, mean_high = csum / k, (x.sum() - csum) / (n - k)
+    between = k * (n - k) * (mean_high - mean_low) ** 2
+    return float(x[int(between.argmax()) + 1])
+
+
+def distill_targets(g: torch.Tensor, candidates: torch.Tensor, rate: float, rule: str = "share") -> torch.Tensor:
     """[B, T] 0/1 targets: the ``rate`` share of the batch's candidates with the most negative
     hypergradient (masking them lowers the downstream loss most), and only where g < 0.
 
@@ -127,7 +146,14 @@ def distill_targets(g: torch.Tensor, candidates: torch.Tensor, rate: float) -> t
     n_pos = max(1, int(round(rate * int(candidates.sum()))))
     top = torch.zeros_like(flat, dtype=torch.bool)
     top[flat.topk(n_pos).indices] = True
-    return (top.view_as(g) & candidates & (g < 0)).float()
+    top = top.view_as(g) & candidates & (g < 0)
+    if rule == "split" and int(top.sum()) > 1:
+        # -g of helpful tokens: when signal-bearing tokens are rarer than the budget (the
+        # harbour world: answers in half the passages), the share rule labels the next-best
+        # tokens positive too; the split keeps only the clearly separated upper class.
+        helpful = -g[candidates & (g < 0)]
+        top = top & (-g >= otsu_split(helpful))
+    return top.float()
 
 
 def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaConfig, *,
@@ -162,7 +188,7 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
         g = result.grad.to(probs.dtype)
         maskable = policy.maskable(inner["original_ids"], inner["attention_mask"])
         if config.objective == "distill":
-            target = distill_targets(g, candidates, config.rate)
+            target = distill_targets(g, candidates, config.rate, config.targets)
             logits = policy.logits(inner["original_ids"], inner["attention_mask"])
             loss = F.binary_cross_entropy_with_logits(logits[candidates], target[candidates])
         else:  # exact chain rule through w = p, scale-free: g normalised by its mean magnitude

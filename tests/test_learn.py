@@ -26,6 +26,21 @@ def test_distill_targets_pick_the_most_negative_hypergradients():
     assert distill_targets(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), 0.9).sum() == 0
 
 
+def test_split_targets_keep_only_the_clearly_separated_helpful_tokens():
+    from meta.bilevel import otsu_split
+
+    assert otsu_split(torch.tensor([0.1, 0.2, 0.15, 5.0, 5.2])) == pytest.approx(5.0)
+    assert otsu_split(torch.tensor([1.0, 1.0, 9.0])) == pytest.approx(9.0)
+    # 10 candidates, rate 0.5 -> the share rule labels 5; two of them stand far above the rest.
+    g = -torch.tensor([[4.0, 3.8, 0.3, 0.25, 0.2, 0.1, 0.05, 0.0, 0.0, 0.0]])
+    g[0, 7:] = 0.5  # not helpful
+    candidates = torch.ones_like(g, dtype=torch.bool)
+    assert distill_targets(g, candidates, 0.5).sum() == 5
+    assert distill_targets(g, candidates, 0.5, "split").tolist() == [[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]]
+    # Never more than the share: with rate 0.1 only the single most negative one.
+    assert distill_targets(g, candidates, 0.1, "split").tolist() == [[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]]
+
+
 @pytest.mark.parametrize("backend", ["func", "fd"])
 def test_meta_learning_writes_a_loadable_policy_that_beats_random(tmp_path, backend):
     out = tmp_path / "pol"
