@@ -141,3 +141,25 @@ def test_gold_spans_beat_random_on_the_synthetic_world(tmp_path):
     random_ = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "r"), **base))
     assert salient["metrics"]["cloze_em"] >= 0.9
     assert random_["metrics"]["cloze_em"] <= 0.5
+
+
+def test_masked_lm_loss_gathers_the_head_and_equals_the_models_own_loss():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from train.pretrain import masked_lm_loss
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=16)).double()
+    ids = torch.randint(5, 50, (3, 10))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 7], labels[2, 8] = 7, 9, 11, 13
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    model.eval()
+    full = model(**batch).loss
+    gathered = masked_lm_loss(model, batch)
+    assert torch.allclose(gathered, full, atol=1e-12)
+    g_full = torch.autograd.grad(full, list(model.parameters()))
+    g_gathered = torch.autograd.grad(masked_lm_loss(model, batch), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g_full, g_gathered))
+    assert not model.get_output_embeddings()._forward_pre_hooks  # the hook is removed again
