@@ -1,8 +1,8 @@
 """The ``real`` suite: task-guided intermediate pre-training on real text (``../shared/data``).
 
 1. General pre-training: a ``tiny`` BERT from a configuration (no pre-trained weights are
-   available offline) with random masking on WikiText-2; its tokenizer is built from
-   WikiText-2 and shared by every later model and policy.
+   available offline) with random masking on WikiText-2 (passages of at most 30 words);
+   its tokenizer is built from WikiText-2 and shared by every later model and policy.
 2. Intermediate pre-training from that model on the in-domain corpus (IMDB reviews + Yelp
    sentences) for MR and SST-2, one cell per policy and seed at equal compute, then
    fine-tuning on the task and accuracy on its evaluation split. ``selective`` = Train No
@@ -30,7 +30,9 @@ from .grid import GridSpec, grid_rows, run_grid
 from .report import curve_plots, failure_lines, write_suite
 from .tables import fmt, markdown_table
 
-MAX_LENGTH = 128  # passages are cut at 60 words (about 80 WordPiece tokens)
+MAX_WORDS = 30  # corpus passages (IMDB, WikiText-2) are cut at 30 words: about 40 WordPiece tokens
+MAX_LENGTH = 64  # general corpus, in-domain corpus, MR / SST-2 sentences
+SQUAD_MAX_LENGTH = 128  # SQuAD paragraphs are longer (the general model gets 128 positions)
 FULL = dict(general_steps=4000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad"],
             policies=["none", "random", "pmi", "selective", "learned-supervised"],
             corpus_cap=None, finetune={"epochs": 3}, selective={}, classifier={"epochs": 3},
@@ -63,13 +65,13 @@ def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: 
     steps = steps or size["steps"]
     general = pretrain_cell(PretrainConfig(
         task="wikitext2", data_dir=root, policy="random", model="tiny", steps=size["general_steps"], seed=0,
-        batch_size=size.get("batch_size", 32), max_length=MAX_LENGTH,
+        batch_size=size.get("batch_size", 32), max_length=SQUAD_MAX_LENGTH, task_options={"max_words": MAX_WORDS},
         eval_every=max(size["general_steps"] // 10, 1), save_every=size["general_steps"], progress=False,
         out=os.path.join(out, "general", "wikitext2")))
     if general["status"] != "done":
         raise DataError(f"general pre-training on WikiText-2 failed: {general['error']}")
     model = os.path.join(out, "general", "wikitext2", "model")
-    task_options = {} if size["corpus_cap"] is None else {"max_corpus_passages": size["corpus_cap"]}
+    task_options = {"max_words": MAX_WORDS, **({} if size["corpus_cap"] is None else {"max_corpus_passages": size["corpus_cap"]})}
     shared = {"model": model, "data_dir": root, "batch_size": size.get("batch_size", 32), "max_length": MAX_LENGTH}
     learn_options = {"model": model, "data_dir": root, "max_length": MAX_LENGTH, "progress": False,
                      "supervised": {"classifier": {"model": model, **size["classifier"]}, "selective": size["selective"]}}
@@ -79,7 +81,8 @@ def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: 
                       learn_options={**learn_options, "task_options": task_options}, workers=workers)]
     if "squad" in size["tasks"]:
         specs.append(GridSpec(tasks=["squad"], policies=size["squad_policies"], seeds=seed_list, steps=steps,
-                              pretrain_options=shared, learn_options=learn_options, workers=workers))
+                              pretrain_options={**shared, "max_length": SQUAD_MAX_LENGTH},
+                              learn_options={**learn_options, "max_length": SQUAD_MAX_LENGTH}, workers=workers))
     grids = [run_grid(spec, out) for spec in specs]
     cells = [c for g in grids for c in g["cells"]]
     policies = list(dict.fromkeys(p for spec in specs for p in spec.policies))
