@@ -2,13 +2,15 @@
 
 1. collator throughput: ``MaskingCollator`` with each policy against Hugging Face's
    ``DataCollatorForLanguageModeling`` on the same batches (``collator_throughput.py``);
-2. policy-network overhead: one MLM training step (mask + forward + backward + AdamW) of a
-   ``mini`` BERT (4 x 256), batch 32 x 128, with the ``random`` policy against the same step
-   with an (untrained) ``learned`` policy network scoring the batch first; interleaved;
+2. policy-network overhead: one MLM training step as ``train.pretrain`` takes it (mask +
+   forward + backward + AdamW) of a ``mini`` BERT (4 x 256; ``tiny`` for --quick), batch
+   32 x 128 (x 64), with the ``random`` policy against the same step with an (untrained)
+   ``learned`` policy network scoring the batch first; interleaved;
 3. meta-step cost per backend (time and peak memory against a plain MLM step;
    ``meta_step_cost.py`` in a subprocess, which measures CPU memory in fresh processes);
 4. intermediate pre-training throughput: tokens per second of ``train.pretrain`` on the
-   synthetic world with ``random``, ``salient_span`` and a ``learned`` policy.
+   synthetic world with ``random``, ``salient_span`` and a ``learned`` policy; short runs
+   in interleaved rounds, median per policy.
 
 Numbers depend on the machine; ratios are what the suite is for.
 """
@@ -27,10 +29,11 @@ import torch
 from .report import write_suite
 from .tables import markdown_table
 
-FULL = dict(collator_batches=200, train_repeats=20, meta_args=["--repeats", "9"], pretrain_steps=300)
-QUICK = dict(collator_batches=40, train_repeats=6,
+FULL = dict(collator_batches=200, train_model="mini", train_length=128, train_repeats=20,
+            meta_args=["--repeats", "9"], pretrain_steps=150, pretrain_rounds=3)
+QUICK = dict(collator_batches=40, train_model="tiny", train_length=64, train_repeats=6,
              meta_args=["--repeats", "3", "--layers", "2", "--hidden", "128", "--batch", "8", "--length", "64"],
-             pretrain_steps=80)
+             pretrain_steps=60, pretrain_rounds=2)
 
 
 def _tokenizer(data_dir: str | None):
@@ -54,15 +57,16 @@ def collator_rows(tokenizer, batches: int) -> list[dict]:
             for name, tps in result["tokens_per_second"].items()]
 
 
-def policy_overhead_rows(tokenizer, repeats: int) -> list[dict]:
+def policy_overhead_rows(tokenizer, repeats: int, model_name: str = "mini", length: int = 128) -> list[dict]:
     """Training step with ``random`` vs with a learned policy network (interleaved medians)."""
     from policies import LearnedPolicy, Masker, MaskingConfig, get_policy
     from train.models import preset_model
+    from train.pretrain import masked_lm_loss
 
     torch.manual_seed(0)
-    model = preset_model("mini", len(tokenizer), 128, tokenizer.pad_token_id or 0)
+    model = preset_model(model_name, len(tokenizer), length, tokenizer.pad_token_id or 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(5, len(tokenizer), (32, 128))
+    ids = torch.randint(5, len(tokenizer), (32, length))
     ids[:, 0] = tokenizer.cls_token_id
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     maskers = {"random": Masker(get_policy("random", tokenizer), MaskingConfig()),
@@ -70,7 +74,7 @@ def policy_overhead_rows(tokenizer, repeats: int) -> list[dict]:
 
     def step(masker) -> None:
         masked = masker(batch, generator=torch.Generator().manual_seed(0))
-        loss = model(**masked).loss
+        loss = masked_lm_loss(model, masked)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -84,7 +88,7 @@ def policy_overhead_rows(tokenizer, repeats: int) -> list[dict]:
             step(masker)
             times[name].append(time.perf_counter() - start)
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    return [{"measure": "training step, mini BERT 32 x 128", "variant": f"policy {name}", "value": f"{ms[name]:.1f}",
+    return [{"measure": f"training step, {model_name} BERT 32 x {length}", "variant": f"policy {name}", "value": f"{ms[name]:.1f}",
              "unit": "ms/step", "ratio": f"{ms[name] / ms['random']:.3f}", "reference": "random policy"}
             for name in maskers]
 
@@ -109,18 +113,20 @@ def meta_rows(args: list[str]) -> tuple[list[dict], dict]:
     return rows, data
 
 
-def pretrain_rows(steps: int, out: str) -> list[dict]:
+def pretrain_rows(steps: int, out: str, rounds: int = 3) -> list[dict]:
     from meta.learn import LearnConfig, learn
     from train.config import PretrainConfig
     from train.pretrain import pretrain
 
     policy_dir = os.path.join(out, "policy")
     learn(LearnConfig(method="supervised", out=policy_dir, progress=False))
-    tps = {}
-    for name, policy in (("random", "random"), ("salient_span", "salient_span"), ("learned", policy_dir)):
-        result = pretrain(PretrainConfig(policy=policy, steps=steps, out=os.path.join(out, name), eval_every=0,
-                                         save_every=0, evaluate=False, progress=False))
-        tps[name] = result["tokens_per_second"]
+    runs = {name: [] for name in ("random", "salient_span", "learned")}
+    for round_ in range(rounds):
+        for name, policy in (("random", "random"), ("salient_span", "salient_span"), ("learned", policy_dir)):
+            result = pretrain(PretrainConfig(policy=policy, steps=steps, out=os.path.join(out, f"{name}{round_}"),
+                                             eval_every=0, save_every=0, evaluate=False, progress=False))
+            runs[name].append(result["tokens_per_second"])
+    tps = {name: statistics.median(values) for name, values in runs.items()}
     return [{"measure": "intermediate pre-training, tiny BERT, synthetic:birthplace", "variant": name,
              "value": f"{v:,.0f}", "unit": "tokens/s", "ratio": f"{v / tps['random']:.2f}", "reference": "random policy"}
             for name, v in tps.items()]
@@ -133,10 +139,10 @@ def run_perf(out: str, *, quick: bool = False, data_dir: str | None = None, size
     tokenizer, vocab = _tokenizer(data_dir)
     sections, rows = [], []
     collator = collator_rows(tokenizer, size["collator_batches"])
-    overhead = policy_overhead_rows(tokenizer, size["train_repeats"])
+    overhead = policy_overhead_rows(tokenizer, size["train_repeats"], size["train_model"], size["train_length"])
     meta, meta_data = meta_rows(size["meta_args"])
     with tempfile.TemporaryDirectory() as tmp:
-        throughput = pretrain_rows(size["pretrain_steps"], tmp)
+        throughput = pretrain_rows(size["pretrain_steps"], tmp, size["pretrain_rounds"])
     header = ["measure", "variant", "value", "unit", "ratio", "reference"]
     for heading, part in (("Collator throughput (batch 32, lengths 64-128, " + vocab + ")", collator),
                           ("Policy-network overhead in a training step", overhead),

@@ -79,7 +79,7 @@ def test_real_suite_names_the_missing_files_before_running_anything(tmp_path):
 def test_perf_suite_reports_every_ratio_against_its_reference(tmp_path):
     from benchmarks.perf_suite import run_perf
 
-    sizes = dict(collator_batches=2, train_repeats=1, pretrain_steps=2,
+    sizes = dict(collator_batches=2, train_repeats=1, pretrain_steps=2, pretrain_rounds=1, train_model="tiny", train_length=16,
                  meta_args=["--repeats", "1", "--layers", "1", "--hidden", "32", "--batch", "2", "--length", "16",
                             "--outer-batch", "2", "--outer-length", "8"])
     report = run_perf(str(tmp_path), sizes=sizes)
