@@ -16,6 +16,7 @@ two-thread run: the tiny models are overhead-bound, not FLOP-bound).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -55,18 +56,40 @@ def _clear_failure(out_dir: str) -> None:
         pass
 
 
+def policy_digest(policy: str) -> str | None:
+    """SHA-256 over a saved policy directory's files (None for a policy name): a policy
+    re-learned into the same directory makes the cells it drove stale."""
+    if not os.path.isdir(policy):
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(policy)):
+        path = os.path.join(policy, name)
+        if os.path.isfile(path):
+            digest.update(name.encode())
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+    return digest.hexdigest()
+
+
 def pretrain_cell(config) -> dict:
-    """``train.pretrain`` for a ``PretrainConfig``; ``{"status": "done"|"failed", ...}``."""
+    """``train.pretrain`` for a ``PretrainConfig``; ``{"status": "done"|"failed", ...}``.
+    A finished cell is reused when its config and, for a saved policy, the policy's files
+    are unchanged."""
     from train.pretrain import RESULTS_FILE, pretrain
 
     wanted = config.to_dict()
-    done = _read(os.path.join(config.out, RESULTS_FILE))
-    if done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done:
+    digest = policy_digest(config.policy)
+    path = os.path.join(config.out, RESULTS_FILE)
+    done = _read(path)
+    if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
+            and done.get("policy_digest") == digest):
         return {"status": "done", "reused": True, **done}
     try:
         result = pretrain(config)
     except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
         return _failure(config.out, wanted, err)
+    result["policy_digest"] = digest
+    write_json_atomic(path, result)
     _clear_failure(config.out)
     return {"status": "done", "reused": False, **result}
 

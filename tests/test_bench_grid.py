@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from benchmarks.cells import run_cells
 from benchmarks.curves import mean_curve, reach_fraction, steps_to_reach
@@ -127,3 +128,22 @@ def test_results_doc_copies_the_tables_runs_wrote_and_refuses_unfinished_runs(tm
     with pytest.raises(DataError, match="not a finished suite run"):
         results_doc([str(run), str(tmp_path / "half"), "--out", str(tmp_path / "other.md")])
     assert not (tmp_path / "other.md").exists()
+
+
+def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_path):
+    from benchmarks.cells import pretrain_cell
+    from policies import LearnedPolicy
+    from tasks.registry import get_task
+    from tasks.tokenizer import tokenizer_for_task
+
+    tokenizer = tokenizer_for_task(get_task(TASK, **WORLD["task_options"]), vocab_size=WORLD["vocab_size"])
+    policy_dir = str(tmp_path / "policy")
+    torch.manual_seed(0)
+    LearnedPolicy(tokenizer).save_pretrained(policy_dir, tokenizer=tokenizer)
+    spec = _spec(seeds=(0,), policies=("random",))
+    config = pretrain_config(spec, str(tmp_path), TASK, "learned", policy_dir, 0)
+    assert not pretrain_cell(config)["reused"]
+    assert pretrain_cell(config)["reused"]  # same files: read back
+    torch.manual_seed(1)
+    LearnedPolicy(tokenizer).save_pretrained(policy_dir, tokenizer=tokenizer)  # other weights, same path
+    assert not pretrain_cell(config)["reused"]
