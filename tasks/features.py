@@ -74,7 +74,9 @@ def encode_cloze(tokenizer, questions: list[ClozeQuestion], max_length: int = 12
 
     The blank becomes ``len(tokenizer(answers[0]))`` mask tokens, so the model is told the
     answer's length but nothing else. Questions longer than ``max_length`` are cut at the
-    end (with a warning) as long as every mask survives.
+    end (with a warning); when that would cut the blank, the question is cut to a window of
+    ``max_length`` tokens centred on the blank instead (long SQuAD contexts ask about any
+    sentence of a paragraph).
     """
     if not questions:
         raise DataError("no cloze questions to encode")
@@ -85,22 +87,25 @@ def encode_cloze(tokenizer, questions: list[ClozeQuestion], max_length: int = 12
         if q.text.count(BLANK) != 1 or not q.answers:
             raise DataError(f"cloze question must contain {BLANK} exactly once and have an answer: {q.text!r}")
     answers = tokenizer([q.answers[0] for q in questions], add_special_tokens=False)["input_ids"]
-    shown = []
     for q, answer in zip(questions, answers):
         if not answer:
             raise DataError(f"answer {q.answers[0]!r} of question {q.text!r} has no tokens")
+
+    def shown_text(q, answer) -> str:
         # The mask token's text is matched as one special token by HF fast tokenizers.
-        shown.append(q.text.replace(BLANK, " " + " ".join([mask] * len(answer)) + " "))
+        return q.text.replace(BLANK, " " + " ".join([mask] * len(answer)) + " ")
+
+    shown = [shown_text(q, answer) for q, answer in zip(questions, answers)]
     enc = tokenizer(shown, truncation=True, max_length=max_length)
     input_ids, labels, truncated = [], [], 0
     for q, answer, ids, full_length in zip(questions, answers, enc["input_ids"], _lengths(tokenizer, shown)):
         positions = [j for j, t in enumerate(ids) if t == tokenizer.mask_token_id]
         if full_length > max_length:
             truncated += 1
+        if full_length > max_length and len(positions) < len(answer):
+            ids = _window_around_masks(tokenizer, q.text, shown_text(q, answer), len(answer), max_length)
+            positions = [j for j, t in enumerate(ids) if t == tokenizer.mask_token_id]
         if len(positions) != len(answer) or positions != list(range(positions[0], positions[0] + len(answer))):
-            if full_length > max_length:
-                raise DataError(f"cloze question {q.text[:80]!r} is longer than max_length={max_length} tokens "
-                                "and its blank would be truncated; raise max_length or shorten it")
             raise DataError(f"question text already holds the mask token {mask}: {q.text!r}")
         row = [-100] * len(ids)
         row[positions[0]: positions[0] + len(answer)] = answer
@@ -109,6 +114,18 @@ def encode_cloze(tokenizer, questions: list[ClozeQuestion], max_length: int = 12
     _warn_truncated(truncated, len(questions), max_length, "cloze questions")
     return datasets.Dataset.from_dict({"input_ids": input_ids, "labels": labels,
                                        "key": [q.key or "" for q in questions]})
+
+
+def _window_around_masks(tokenizer, question: str, text: str, n_masks: int, max_length: int) -> list[int]:
+    """[CLS] + the ``max_length - 2`` tokens of ``text`` centred on its masks + [SEP]."""
+    room = max_length - 2
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    at = [j for j, t in enumerate(ids) if t == tokenizer.mask_token_id]
+    if len(at) != n_masks or n_masks > room:
+        raise DataError(f"cloze question {question[:80]!r}: its answer does not fit in max_length={max_length} "
+                        "tokens; raise max_length")
+    start = max(0, min(at[0] - (room - n_masks) // 2, len(ids) - room))
+    return [tokenizer.cls_token_id] + ids[start: start + room] + [tokenizer.sep_token_id]
 
 
 def encode_labeled(tokenizer, examples: list[LabeledText], max_length: int = 128) -> datasets.Dataset:

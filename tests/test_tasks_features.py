@@ -103,9 +103,18 @@ def test_cloze_truncation(tok):
     with pytest.warns(UserWarning, match="truncated"):
         row = encode_cloze(tok, [early], max_length=16)[0]
     assert len(row["input_ids"]) == 16 and row["labels"].count(-100) == 15
-    late = ClozeQuestion(f"Dravik {long_tail} was born in {BLANK} .", ["Velmora"])
-    with pytest.raises(DataError, match="Dravik long ago.*blank would be truncated"):
-        encode_cloze(tok, [late], max_length=16)
+    # A blank beyond max_length: the question is cut to a window centred on the blank.
+    late = ClozeQuestion(f"Dravik {long_tail} was born in {BLANK} and grew up there {long_tail} .", ["Velmora"])
+    with pytest.warns(UserWarning, match="truncated"):
+        row = encode_cloze(tok, [late], max_length=16)[0]
+    ids, labels = row["input_ids"], row["labels"]
+    assert len(ids) == 16 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    at = [i for i, lab in enumerate(labels) if lab != -100]
+    assert [ids[i] for i in at] == [tok.mask_token_id] * len(at) and 5 <= at[0] <= 9  # near the middle
+    assert tok.decode([labels[i] for i in at]).replace(" ", "") == "Velmora"
+    assert "born in" in tok.decode(ids[1:at[0]])
+    with pytest.raises(DataError, match="does not fit in max_length=4"):
+        encode_cloze(tok, [ClozeQuestion(f"x {BLANK} y", ["Velmora Velmora Velmora"])], max_length=4)
     with pytest.raises(DataError, match="exactly once"):
         encode_cloze(tok, [ClozeQuestion("no blank", ["x"])])
 
