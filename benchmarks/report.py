@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -10,7 +9,7 @@ import time
 from train.checkpoint import write_json_atomic
 
 from .curves import mean_curve, reach_fraction
-from .grid import GridSpec, LEARNED, grid_rows
+from .grid import LEARNED, GridSpec
 from .plots import curves
 from .tables import csv_text, markdown_table, write_text
 
@@ -81,6 +80,3 @@ def failure_lines(records: list[dict]) -> str:
     return "\n".join(f"- {r['task']} / {r['policy']} / seed {r['seed']}: {r['error']}" for r in records
                      if r.get("status") == "failed")
 
-
-def nan_to_none(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
