@@ -146,13 +146,16 @@ def scores(grid: dict, task: str, policy: str) -> list[float]:
 
 
 def grid_rows(grid: dict, spec: GridSpec) -> list[dict]:
-    """One row per policy, one column per task: "mean ± std" over seeds, n/a or failed."""
+    """One row per policy, one column per task: "mean ± std" over seeds, n/a, failed, or
+    "-" where the grid has no cell for that pair (a suite that runs a policy for some tasks only)."""
     rows = []
     for policy in spec.policies:
         row = {"policy": policy}
         for task in spec.tasks:
             cells = [c for c in grid["cells"] if c["task"] == task and c["policy"] == policy]
-            if cells and all(c["status"] == "n/a" for c in cells):
+            if not cells:
+                row[task] = "-"
+            elif all(c["status"] == "n/a" for c in cells):
                 row[task] = "n/a"
             else:
                 row[task] = fmt(scores(grid, task, policy))

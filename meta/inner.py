@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from policies.errors import ArtifactError, ConfigError, DataError
+from train.head import projection_at
 
 OPTIMIZERS = ("sgd", "adam")
 IGNORE_INDEX = -100
@@ -108,9 +110,7 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     With ``params`` the model runs on those tensors (``functional_call``; names it lacks fall
     back to the module's own). ``lm`` may also be a ``higher`` patched module (``params=None``).
 
-    Only labelled positions reach the vocabulary projection: a forward pre-hook on
-    ``lm.get_output_embeddings()`` hands it hidden[labelled] [n, H] instead of [B, T, H]. The
-    projection (H x V per token, V ~ 8000) is the largest matrix product of a small BERT, and
+    Only labelled positions reach the vocabulary projection (``train.head.projection_at``):
     only ~15% of inner positions (one per outer row) are labelled, so this cuts every forward,
     backward and double backward here by a large factor. Same numbers as full logits.
     """
@@ -120,16 +120,11 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     mask = labels != IGNORE_INDEX  # [B, T]
     kwargs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    hook = None
-    if isinstance(head, torch.nn.Module):
-        hook = head.register_forward_pre_hook(lambda module, args: (args[0][mask],) + tuple(args[1:]))
-    try:
+    gathered = isinstance(head, torch.nn.Module)
+    with projection_at(head, mask) if gathered else nullcontext():
         out = lm(**kwargs) if params is None else functional_call(lm, params, args=(), kwargs=kwargs)
-    finally:
-        if hook is not None:
-            hook.remove()
     logits = out.logits  # [n, V] (gathered) or [B, T, V]
-    if hook is None:
+    if not gathered:
         logits = logits[mask]
     if logits.dim() != 2 or logits.shape[0] != int(mask.sum()):
         raise ArtifactError(f"{type(lm).__name__}: unexpected logits shape {tuple(out.logits.shape)} for "

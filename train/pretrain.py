@@ -35,6 +35,7 @@ from .checkpoint import latest_checkpoint, read_state, save_checkpoint, save_dir
 from .config import PretrainConfig
 from .data import build_policy, corpus_dataset, load_task, resolve_tokenizer
 from .evaluate import evaluate_task
+from .head import projection_at
 from .models import check_model_tokenizer, is_preset, load_masked_lm, preset_model
 
 RESULTS_FILE = "results.json"
@@ -52,13 +53,9 @@ def _optimizer(model, config: PretrainConfig) -> torch.optim.Optimizer:
 
 def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> torch.Tensor:
     """Mean MLM cross-entropy over labelled positions, equal to ``model(**batch).loss``, with
-    the vocabulary projection applied at the labelled positions only.
-
-    The projection (H x V per position; V = 8,000 here) is the largest matrix product of a
-    small BERT: for a 2 x 128 model it is about 70% of the forward FLOPs at every position,
-    while only the ~15% masked positions need it. A forward pre-hook on the output embeddings
-    hands them hidden[labelled] [n, H] instead of [B, T, H]. Models without a standard
-    output-embedding module fall back to the model's own loss. ``head``: the output embeddings
+    the vocabulary projection applied at the labelled positions only (``head.projection_at``).
+    Models without a standard output-embedding module fall back to the model's own loss.
+    ``head``: the output embeddings
     when ``model`` is wrapped (DDP): the hook goes on the inner module, the call through the
     wrapper so that gradients are still synchronised."""
     labels = batch["labels"]  # [B, T], -100 where not masked
@@ -67,11 +64,8 @@ def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> t
     if not isinstance(head, torch.nn.Module):
         return model(**batch).loss
     selected = labels != -100  # [B, T]
-    hook = head.register_forward_pre_hook(lambda module, args: (args[0][selected],) + tuple(args[1:]))
-    try:
+    with projection_at(head, selected):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # [n, V]
-    finally:
-        hook.remove()
     return torch.nn.functional.cross_entropy(logits, labels[selected])
 
 
