@@ -163,3 +163,51 @@ def test_masked_lm_loss_gathers_the_head_and_equals_the_models_own_loss():
     g_gathered = torch.autograd.grad(masked_lm_loss(model, batch), list(model.parameters()))
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g_full, g_gathered))
     assert not model.get_output_embeddings()._forward_pre_hooks  # the hook is removed again
+
+
+def test_evaluations_at_gathered_positions_match_full_logits():
+    """cloze_accuracy / masked_token_accuracy project only at the scored positions and sort
+    questions by length; an independent full-logits computation must agree."""
+    from policies import Masker, MaskingCollator, MaskingConfig, get_policy
+    from tasks.features import cloze_exact_match, encode_cloze, encode_passages
+    from tasks.synthetic import SyntheticWorldConfig, build_synthetic_task
+    from tasks.tokenizer import tokenizer_for_task
+    from train.evaluate import cloze_accuracy, masked_token_accuracy
+    from train.models import preset_model
+
+    task = build_synthetic_task("birthplace", SyntheticWorldConfig(num_entities=24))
+    tokenizer = tokenizer_for_task(task, vocab_size=400)
+    torch.manual_seed(0)
+    model = preset_model("tiny", len(tokenizer), 64, tokenizer.pad_token_id).eval()
+    with torch.no_grad():
+        questions = task.train + task.eval
+        data = encode_cloze(tokenizer, questions, max_length=64)
+        # An untrained model gets no question right: make it always predict the commonest
+        # one-token answer, so that some questions are right and some wrong.
+        answers = [[t for t in r["labels"] if t != -100] for r in data]
+        common = max({a[0] for a in answers if len(a) == 1}, key=lambda t: answers.count([t]))
+        model.get_output_embeddings().bias[common] += 100.0
+        batch = MaskingCollator(tokenizer).pad([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in data])
+        labels = batch.pop("labels")
+        reference = cloze_exact_match(model(**batch).logits.argmax(-1), labels).float().mean().item()
+        assert 0.0 < reference < 1.0
+        assert cloze_accuracy(model, tokenizer, questions, 64, batch_size=7) == pytest.approx(reference, abs=1e-12)
+
+        passages = task.corpus[:40]
+        got = masked_token_accuracy(model, tokenizer, passages, 64, batch_size=16, seed=5)
+        encoded = encode_passages(tokenizer, passages, max_length=64, span_splits=()).select_columns(["input_ids"])
+        masker = Masker(get_policy("random", tokenizer), MaskingConfig(mask_replace_prob=1.0, random_replace_prob=0.0))
+        generator = torch.Generator().manual_seed(5)
+        hits = total = 0
+        loss = 0.0
+        pad = MaskingCollator(tokenizer).pad
+        for start in range(0, len(encoded), 16):
+            masked = masker(pad([encoded[i] for i in range(start, min(start + 16, len(encoded)))]), generator=generator)
+            out = model(**masked)
+            sel = masked["labels"] != -100
+            hits += int((out.logits.argmax(-1)[sel] == masked["labels"][sel]).sum())
+            loss += float(out.loss) * int(sel.sum())
+            total += int(sel.sum())
+    assert got["masked_tokens"] == total > 0
+    assert got["mlm_accuracy"] == pytest.approx(hits / total, abs=1e-12)
+    assert got["mlm_loss"] == pytest.approx(loss / total, rel=1e-5)

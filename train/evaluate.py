@@ -18,6 +18,7 @@ from tasks.base import Task
 from tasks.features import cloze_exact_match, encode_cloze, encode_passages
 
 from .config import FinetuneConfig
+from .head import logits_at
 
 
 QUICK_HELD_OUT = 256  # passages for periodic (quick) masked-token evaluation
@@ -34,6 +35,9 @@ def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size
     if not questions:
         return float("nan")
     data = encode_cloze(tokenizer, questions, max_length=max_length)
+    # Shortest first: batches of similar lengths carry little padding (the score is a count).
+    lengths = [len(ids) for ids in data["input_ids"]]
+    data = data.select(sorted(range(len(data)), key=lengths.__getitem__))
     pad = MaskingCollator(tokenizer).pad
     loader = DataLoader(data.remove_columns([c for c in data.column_names if c not in ("input_ids", "labels")]),
                         batch_size=batch_size, collate_fn=pad)
@@ -41,9 +45,12 @@ def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size
     model.eval()
     device, correct = _device_of(model), 0
     for batch in loader:
-        labels = batch.pop("labels").to(device)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        correct += int(cloze_exact_match(logits.argmax(-1), labels).sum())
+        labels = batch.pop("labels").to(device)  # [B, T], -100 outside the blank
+        selected = labels != -100
+        predicted = labels.clone()  # positions outside the blank stay -100: they do not count
+        predicted[selected] = logits_at(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                        selected).argmax(-1)
+        correct += int(cloze_exact_match(predicted, labels).sum())
     model.train(was_training)
     return correct / len(questions)
 
@@ -65,11 +72,14 @@ def masked_token_accuracy(model, tokenizer, passages, max_length: int = 64, batc
     for batch in loader:
         masked = masker(batch, generator=generator)
         masked = {k: v.to(device) for k, v in masked.items()}
-        out = model(**masked)
-        sel = masked["labels"] != -100
+        sel = masked["labels"] != -100  # [B, T]
         n = int(sel.sum())
-        hits += int((out.logits.argmax(-1)[sel] == masked["labels"][sel]).sum())
-        loss_sum += float(out.loss) * n
+        if n == 0:
+            continue
+        logits = logits_at(model, masked["input_ids"], masked["attention_mask"], sel)  # [n, V]
+        targets = masked["labels"][sel]
+        hits += int((logits.argmax(-1) == targets).sum())
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
         total += n
     model.train(was_training)
     return {"mlm_accuracy": hits / max(total, 1), "mlm_loss": loss_sum / max(total, 1), "masked_tokens": total}

@@ -5,7 +5,8 @@ a small BERT: for a 2 x 128 model about 70% of the forward FLOPs at every positi
 MLM loss needs them at the ~15% labelled positions only. Inside ``projection_at(head,
 selected)`` a forward pre-hook hands ``head`` hidden[selected] [n, H] instead of [B, T, H],
 so the model's ``logits`` come out as [n, V]; the hook is removed on exit.
-Used by pre-training (``pretrain.masked_lm_loss``) and by the meta-steps (``meta.inner``).
+Used by pre-training (``pretrain.masked_lm_loss``), the meta-steps (``meta.inner``) and
+evaluation (``logits_at``: cloze and held-out masked-token accuracy).
 """
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def projection_at(head: torch.nn.Module, selected: torch.Tensor):
         yield
     finally:
         hook.remove()
+
+
+def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """[selected.sum(), V] logits of a masked LM at the ``selected`` [B, T] positions; the
+    projection runs there only when the model has a standard output-embedding module."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Module):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]
+    with projection_at(head, selected):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
