@@ -46,6 +46,7 @@ class GridSpec:
     pretrain_options: dict = field(default_factory=dict)  # PretrainConfig keys shared by all cells
     learn_options: dict = field(default_factory=dict)  # LearnConfig keys shared by all learned policies
     workers: int = 1
+    curve_key: str = "score"  # history entry of the compute curves ("probe_accuracy": fine-tuned probes)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in GRID_POLICIES]

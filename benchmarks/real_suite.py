@@ -13,9 +13,11 @@
    scored (token precision / recall within the budget) on held-out questions' answers in
    the paragraphs; then closed-book cloze exact match after intermediate pre-training.
 
-Periodic evaluations during intermediate pre-training of the classification tasks are
-held-out masked-token accuracy (fine-tuning at every point would cost more than the
-pre-training); the final score is fine-tuned accuracy.
+Compute curves: for MR / SST-2 a classifier is fine-tuned from the model at
+``probe_points`` points of each run (a cheaper fine-tuning than the final one, the
+``probe`` preset), so the curves and steps-to-reach are downstream accuracy; held-out
+masked-token accuracy is also recorded at every evaluation. For SQuAD the curve is the
+cloze exact match itself.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from train.config import PretrainConfig
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
-from .report import curve_plots, failure_lines, write_suite
+from .report import curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 
 MAX_WORDS = 30  # corpus passages (IMDB, WikiText-2) are cut at 30 words: about 40 WordPiece tokens
@@ -37,16 +39,19 @@ SQUAD_MAX_LENGTH = 128  # SQuAD paragraphs are longer (the general model gets 12
 # few epochs.
 # Sizes chosen so that the full suite runs in about 1.5 h on 2 CPU cores (3 seeds x 12 cells
 # of 1,000 steps); `selective` labels come from the first 3,000 training sentences (the
-# buffer rule costs one classifier pass per candidate word).
+# buffer rule costs one classifier pass per candidate word). A probe (2 epochs on 4,000
+# sentences) costs about 25 s on one core, the final fine-tuning (3 epochs, all) 85 s.
 FULL = dict(general_steps=6000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad"],
             policies=["none", "random", "selective", "learned-supervised"],
             corpus_cap=None, finetune={"epochs": 3, "learning_rate": 5e-4}, selective={"max_examples": 3000},
+            probe={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=4,
             classifier={"epochs": 3, "learning_rate": 5e-4},
             squad_policies=["none", "random", "salient_span", "learned-supervised"])
 QUICK = dict(general_steps=1000, steps=300, seeds=1, tasks=["mr", "squad"],
              policies=["none", "random", "selective", "learned-supervised"],
              corpus_cap=3000, finetune={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000},
              selective={"max_examples": 1000}, classifier={"epochs": 2, "learning_rate": 5e-4},
+             probe={"epochs": 1, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=2,
              squad_policies=["random", "learned-supervised"])
 
 
@@ -83,9 +88,14 @@ def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: 
     learn_options = {"model": model, "data_dir": root, "max_length": MAX_LENGTH, "progress": False,
                      "supervised": {"classifier": {"model": model, **size["classifier"]}, "selective": size["selective"]}}
     classification = [t for t in size["tasks"] if t != "squad"]
+    eval_points = GridSpec.eval_points
+    eval_every = max(steps // eval_points, 1)
+    probe_every = eval_every * max(steps // size["probe_points"] // eval_every, 1)  # a multiple of eval_every
     specs = [GridSpec(tasks=classification, policies=size["policies"], seeds=seed_list, steps=steps,
-                      pretrain_options={**shared, "task_options": task_options, "finetune": size["finetune"]},
-                      learn_options={**learn_options, "task_options": task_options}, workers=workers)]
+                      pretrain_options={**shared, "task_options": task_options, "finetune": size["finetune"],
+                                        "probe": size["probe"], "probe_every": probe_every},
+                      learn_options={**learn_options, "task_options": task_options}, workers=workers,
+                      curve_key="probe_accuracy")]
     if "squad" in size["tasks"]:
         specs.append(GridSpec(tasks=["squad"], policies=size["squad_policies"], seeds=seed_list, steps=steps,
                               pretrain_options={**shared, "max_length": SQUAD_MAX_LENGTH},
@@ -97,12 +107,19 @@ def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: 
     merged = {"cells": cells}
     rows = grid_rows(merged, GridSpec(tasks=tasks, policies=policies, seeds=seed_list, steps=steps))
     pngs = []
+    probe = size["probe"]
+    probe_text = f"accuracy fine-tuned {probe['epochs']} epoch(s) on {probe['max_train_examples']} sentences"
+    reach = {}
     for spec, grid in zip(specs, grids):
-        metric = "held-out MLM accuracy" if spec.tasks != ["squad"] else "cloze EM"
-        pngs += curve_plots(grid, spec, out, metric)
+        pngs += curve_plots(grid, spec, out, probe_text if spec.curve_key == "probe_accuracy" else "cloze EM")
+        for row in reach_rows(grid, spec):
+            reach.setdefault(row["policy"], {"policy": row["policy"]}).update(row)
     general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking, held-out MLM "
                     f"accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
-    sections = [("Learned policies on held-out data (token precision / recall / F1 within the 15% budget)",
+    reach_table = markdown_table([{**{t: "-" for t in tasks}, **r} for r in reach.values()], ["policy"] + tasks)
+    sections = [(f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "
+                 f"{probe_text}, every {probe_every} steps)", reach_table),
+                ("Learned policies on held-out data (token precision / recall / F1 within the 15% budget)",
                  markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
                                                               "learning s"])),
                 ("General model", general_line)]

@@ -29,7 +29,7 @@ def reach_rows(grid: dict, spec: GridSpec) -> list[dict]:
     for policy in [p for p in spec.policies if p in LEARNED or p == "salient_span"]:
         row = {"policy": policy}
         for task in spec.tasks:
-            row[task] = reach_fraction(grid, task, policy)["text"]
+            row[task] = reach_fraction(grid, task, policy, key=spec.curve_key)["text"]
         rows.append(row)
     return rows
 
@@ -40,7 +40,7 @@ def curve_plots(grid: dict, spec: GridSpec, out: str, metric: str) -> list[str]:
         series = {}
         for policy in spec.policies:
             cells = [c for c in grid["cells"] if c["task"] == task and c["policy"] == policy]
-            steps, mean, std = mean_curve(cells)
+            steps, mean, std = mean_curve(cells, spec.curve_key)
             if steps and policy != "none":
                 series[policy] = (steps, mean, std)
         path = curves(series, os.path.join(out, f"curves_{_file_part(task)}.png"),

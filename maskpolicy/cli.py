@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
+    p.add_argument("--probe-every", type=int, help="classification tasks: fine-tune and record accuracy every N "
+                   "steps (a multiple of --eval-every; the downstream compute curve)")
     p.add_argument("--out", help="output directory (model/, results.json, checkpoints/)")
     p.add_argument("--data-dir", help="directory of the real data sets (default: $MASKPOLICY_DATA_DIR)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint in --out")

@@ -147,3 +147,20 @@ def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_pa
     torch.manual_seed(1)
     LearnedPolicy(tokenizer).save_pretrained(policy_dir, tokenizer=tokenizer)  # other weights, same path
     assert not pretrain_cell(config)["reused"]
+
+
+def test_reach_uses_the_chosen_curve_and_its_own_final_point():
+    """Classification curves are fine-tuned probes (a cheaper fine-tuning than the final
+    score): the target is random's last probe, not its final fine-tuned accuracy."""
+    def probed(policy, probes, final):
+        return {"task": "t", "policy": policy, "seed": 0, "status": "done", "steps": 100, "score": final,
+                "history": [{"step": s, "score": 0.1, **({"probe_accuracy": p} if p is not None else {})}
+                            for s, p in probes]}
+
+    grid = {"cells": [probed("random", [(50, None), (100, 0.60)], final=0.75),
+                      probed("learned", [(50, 0.62), (100, 0.70)], final=0.74)]}
+    assert mean_curve(grid["cells"][1:], "probe_accuracy")[0] == [50, 100]
+    assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["text"] == "<= 0.50"
+    assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["target"] == pytest.approx(0.60)
+    grid["cells"][1]["history"][0]["probe_accuracy"] = 0.55
+    assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["text"] == "1.00"

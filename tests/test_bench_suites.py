@@ -44,10 +44,11 @@ def test_synthetic_suite_writes_tables_results_and_plots(tmp_path):
 
 def test_real_suite_on_a_miniature_data_directory(tmp_path):
     data = write_mini_data(tmp_path / "data", squad=larger_squad())
-    sizes = dict(general_steps=3, steps=3, batch_size=4, corpus_cap=None, tasks=["mr", "squad"],
+    sizes = dict(general_steps=3, steps=4, batch_size=4, corpus_cap=None, tasks=["mr", "squad"],
                  policies=["none", "random", "selective", "learned-supervised"],
                  squad_policies=["random", "learned-supervised"],
-                 finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12})
+                 finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12},
+                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2)
     out = tmp_path / "out"
     run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
@@ -62,6 +63,12 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
     results = json.loads((out / "results.json").read_text())
     selective = [c for c in results["cells"] if c["policy"] == "selective"][0]
     assert selective["config"]["masking"]["fill_zero"] is False  # Train No Evil: only important tokens
+    for cell in results["cells"]:  # downstream curve: fine-tuned probes at 2 of the 4 steps, MR only
+        probes = [h["step"] for h in cell.get("history", []) if "probe_accuracy" in h]
+        trained = cell["task"] == "mr" and cell["policy"] != "none"
+        assert probes == ([2, 4] if trained else []), (cell["task"], cell["policy"], probes)
+    reach = table.split("## Steps to reach random's final score")[1].split("## ")[0]
+    assert "| learned-supervised |" in reach and "| policy | mr | squad |" in reach
     general = out / "general" / "wikitext2" / "model"
     assert all(c["config"]["model"] == str(general) for c in results["cells"] if c["status"] == "done")
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from policies.errors import ArtifactError
+from policies.errors import ArtifactError, ConfigError
 from train.config import PretrainConfig
 from train.pretrain import pretrain
 
@@ -131,6 +131,30 @@ def test_classification_task_from_files_is_fine_tuned_and_scored(tmp_path):
     assert m["num_eval"] == 20 and 0.0 <= m["accuracy"] <= 1.0 and m["score"] == m["accuracy"]
     assert m["accuracy"] >= 0.8  # one word decides the label: fine-tuning must find it
     assert 0.0 <= m["mlm_accuracy"] <= 1.0
+
+
+def test_downstream_probes_record_accuracy_without_changing_the_run(tmp_path):
+    task_dir = _classification_task(tmp_path)
+    options = {**SMALL, "task": str(task_dir), "task_options": {}, "steps": 8, "eval_every": 2, "evaluate": False,
+               "finetune": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3}}
+    plain = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "plain"), **options))
+    probed = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "probed"), probe_every=4,
+                                     probe={"epochs": 6, "batch_size": 16, "learning_rate": 1e-3}, **options))
+    assert [h["step"] for h in probed["history"] if "probe_accuracy" in h] == [4, 8]
+    assert all(h["probe_accuracy"] >= 0.8 for h in probed["history"] if "probe_accuracy" in h)  # one word decides
+    # Probes fine-tune copies and restore every random state: the pre-training is unchanged.
+    assert [h["loss"] for h in probed["history"]] == [h["loss"] for h in plain["history"]]
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "probed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_probe_options_are_validated():
+    with pytest.raises(ConfigError, match="probe"):
+        PretrainConfig(probe={"epochs": 1, "bogus": 2})
+    with pytest.raises(ConfigError, match="probe"):
+        PretrainConfig(probe="cheap")
+    with pytest.raises(ConfigError, match="multiple of eval_every"):
+        PretrainConfig(eval_every=2, probe_every=3)
 
 
 @pytest.mark.slow

@@ -54,6 +54,11 @@ class PretrainConfig:
     data_dir: str | None = None
     task_options: dict = field(default_factory=dict)  # e.g. {"num_entities": 400, "seed": 1}: seed = data seed
     evaluate: bool = True  # evaluate on the downstream task after pre-training
+    # Classification tasks: every probe_every steps (and at the end) fine-tune a classifier
+    # from the current model with `probe` (default: `finetune`) and record its accuracy in
+    # the history, a downstream compute curve (0 = off; costs one fine-tuning per probe).
+    probe_every: int = 0
+    probe: FinetuneConfig | None = None
     progress: bool = True
     device: str = "auto"  # auto | cpu
 
@@ -62,8 +67,15 @@ class PretrainConfig:
             self.masking = MaskingConfig.from_dict(self.masking)
         if isinstance(self.finetune, dict):
             self.finetune = config_from_dict(FinetuneConfig, self.finetune, "finetune")
+        if isinstance(self.probe, dict):
+            self.probe = config_from_dict(FinetuneConfig, self.probe, "probe")
+        if self.probe_every and self.eval_every and self.probe_every % self.eval_every:
+            raise ConfigError(f"probe_every ({self.probe_every}) must be a multiple of eval_every ({self.eval_every}): "
+                              "probes are recorded with the periodic evaluations")
+        if self.probe is not None and not isinstance(self.probe, FinetuneConfig):
+            raise ConfigError(f"probe must be a fine-tuning mapping (epochs, learning_rate, ...), got {self.probe!r}")
         _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length")
-        for name in ("eval_every", "save_every", "weight_decay"):
+        for name in ("eval_every", "save_every", "weight_decay", "probe_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -3,13 +3,16 @@
 The classifier is ``AutoModelForSequenceClassification`` built from the LM's config; the
 encoder weights are copied from the LM (the pooler and head start fresh), so any masked-LM
 checkpoint works, not only BERT.
+
+The loop is plain torch on the LM's device, not an ``Accelerator``: it also runs *inside*
+pre-training (the downstream probes of ``PretrainConfig.probe_every``), where a second
+``Accelerator`` would overwrite the shared gradient-accumulation state of the first.
 """
 from __future__ import annotations
 
 import copy
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -52,24 +55,20 @@ def finetune_classifier(lm, tokenizer, task: Task, config: FinetuneConfig, *, ma
         raise DataError(f"task {task.name} needs labelled train and eval examples for fine-tuning")
     set_seed(seed)
     num_labels = max(len(task.label_names), 1 + max(ex.label for ex in task.train + task.eval))
-    clf = classifier_from_lm(lm, num_labels)
+    device = next(lm.parameters()).device
+    clf = classifier_from_lm(lm, num_labels).to(device)
     train = task.train[: config.max_train_examples] if config.max_train_examples else task.train
     train_loader = _loader(tokenizer, train, max_length, config.batch_size, True, seed)
     eval_loader = _loader(tokenizer, task.eval, max_length, 256, False, seed)
     steps = config.epochs * len(train_loader)
     optimizer = torch.optim.AdamW(clf.parameters(), lr=config.learning_rate, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    cpu = next(lm.parameters()).device.type == "cpu"
-    accelerator = Accelerator(cpu=cpu)
-    clf, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        clf, optimizer, train_loader, eval_loader, scheduler
-    )
     clf.train()
     bar = tqdm(total=steps, desc="fine-tune", disable=not progress, leave=False)
     for _ in range(config.epochs):
         for batch in train_loader:
-            loss = clf(**batch).loss
-            accelerator.backward(loss)
+            loss = clf(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -80,7 +79,8 @@ def finetune_classifier(lm, tokenizer, task: Task, config: FinetuneConfig, *, ma
     correct = total = 0
     with torch.no_grad():
         for batch in eval_loader:
-            pred = clf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
-            correct += int((pred == batch["labels"]).sum())
+            pred = clf(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits.argmax(-1)
+            correct += int((pred.cpu() == batch["labels"]).sum())
             total += len(pred)
     return {"accuracy": correct / total, "num_eval": total, "finetune_steps": steps}

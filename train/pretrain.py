@@ -9,6 +9,9 @@ gradient accumulation; periodic evaluation; ``save_state`` checkpoints. What it 
 - determinism for a seed: data order from accelerate's seedable sampler (per epoch), mask
   and dropout randomness re-seeded from (seed, micro-step). A resumed run therefore
   replays exactly what the uninterrupted run would have done;
+- downstream probes (``probe_every``, classification tasks): a classifier fine-tuned from
+  the current model at evaluation steps, with all random states restored afterwards, so
+  the history holds a downstream compute curve and the run itself is unchanged;
 - checkpoints are atomic (see ``checkpoint.py``) and results land in ``out/results.json``
   next to ``out/model`` (model + tokenizer + run config).
 
@@ -19,8 +22,10 @@ General pre-training is the same call with a preset model and a general corpus
 from __future__ import annotations
 
 import os
+import random
 import time
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -69,6 +74,25 @@ def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> t
     return torch.nn.functional.cross_entropy(logits, labels[selected])
 
 
+def downstream_probe(lm, tokenizer, task, config: PretrainConfig) -> float:
+    """Accuracy of a classifier fine-tuned from ``lm`` now (``config.probe`` or ``finetune``),
+    leaving every random state and the LM's train/eval mode as they were, so that a run
+    with probes pre-trains exactly like one without."""
+    from .finetune import finetune_classifier
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    was_training = lm.training
+    try:
+        with torch.random.fork_rng():
+            result = finetune_classifier(lm, tokenizer, task, config.probe or config.finetune,
+                                         max_length=config.max_length, seed=config.seed)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        lm.train(was_training)
+    return result["accuracy"]
+
+
 def _micro_seed(seed: int, micro_step: int) -> int:
     return (seed * 1_000_003 + micro_step) % (2**63 - 1)
 
@@ -114,6 +138,7 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
     head = accelerator.unwrap_model(model).get_output_embeddings()
 
     step, history = 0, []
+    probing = bool(config.probe_every) and task.kind == "classification"
     if resume_from:
         accelerator.load_state(resume_from)
         state = read_state(resume_from)
@@ -152,6 +177,8 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
             if (config.eval_every and step % config.eval_every == 0) or last:
                 metrics = evaluate_task(accelerator.unwrap_model(model), tokenizer, task,
                                         max_length=config.max_length, quick=True)
+                if probing and (step % config.probe_every == 0 or last):
+                    metrics["probe_accuracy"] = downstream_probe(accelerator.unwrap_model(model), tokenizer, task, config)
                 history.append({"step": step, "loss": round(loss.item(), 5), **metrics})
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             if (config.save_every and step % config.save_every == 0) or last:
