@@ -156,6 +156,6 @@ def run_perf(out: str, *, quick: bool = False, data_dir: str | None = None, size
             f"- dropout {r['dropout']}, step {r['step']}: cosine {r['cosine']:.6f}, relative L2 {r['rel_l2']:.2e}" for r in fd)))
     title = (f"Speed and memory on this machine, {torch.get_num_threads()} torch threads; each ratio is against the "
              "reference measured in the same run.")
-    command = command + (" --quick" if quick else "") + f" --out {out}"
+    command = command + (" --quick" if quick else "") + (f" --data-dir {data_dir}" if data_dir else "") + f" --out {out}"
     return write_suite(out, suite="perf", title=title, sections=sections, rows=[], header=header, started=started,
-                       command=command, results={"rows": rows, "meta_step_cost": meta_data}, csv_rows=rows)
+                       preset="quick" if quick else "full", command=command, results={"rows": rows, "meta_step_cost": meta_data}, csv_rows=rows)

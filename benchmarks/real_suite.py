@@ -29,7 +29,7 @@ from train.config import PretrainConfig
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
-from .report import curve_plots, failure_lines, reach_rows, write_suite
+from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
 from .tables import fmt, markdown_table
 
 MAX_WORDS = 30  # corpus passages (IMDB, WikiText-2) are cut at 30 words: about 40 WordPiece tokens
@@ -53,6 +53,11 @@ QUICK = dict(general_steps=1000, steps=300, seeds=1, tasks=["mr", "squad"],
              selective={"max_examples": 1000}, classifier={"epochs": 2, "learning_rate": 5e-4},
              probe={"epochs": 1, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=2,
              squad_policies=["random", "learned-supervised"])
+# A GPU (``--preset gpu``, defined, not yet run: no GPU was lent): a 4 x 256 model, longer
+# general and intermediate pre-training, 5 seeds, selective labels from every sentence.
+GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 5, "selective": {},
+       "probe_points": 6, "policies": ["none", "random", "pmi", "selective", "learned-supervised"]}
+PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 
 def check_data(data_dir: str | None, tasks: list[str]) -> str:
@@ -66,17 +71,17 @@ def check_data(data_dir: str | None, tasks: list[str]) -> str:
     return root
 
 
-def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: int | None = None,
+def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
              workers: int = 2, data_dir: str | None = None, sizes: dict | None = None,
              command: str = "maskpolicy bench --suite real") -> dict:
-    """``sizes`` overrides entries of the preset (tests; larger runs on a GPU)."""
+    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests)."""
     started = time.perf_counter()
-    size = {**(QUICK if quick else FULL), **(sizes or {})}
+    size = {**PRESETS[preset], **(sizes or {})}
     root = check_data(data_dir, size["tasks"])
     seed_list = list(range(seeds or size["seeds"]))
     steps = steps or size["steps"]
     general = pretrain_cell(PretrainConfig(
-        task="wikitext2", data_dir=root, policy="random", model="tiny", steps=size["general_steps"], seed=0,
+        task="wikitext2", data_dir=root, policy="random", model=size.get("model", "tiny"), steps=size["general_steps"], seed=0,
         batch_size=size.get("batch_size", 32), max_length=SQUAD_MAX_LENGTH, task_options={"max_words": MAX_WORDS},
         eval_every=max(size["general_steps"] // 10, 1), save_every=size["general_steps"], progress=False,
         out=os.path.join(out, "general", "wikitext2")))
@@ -126,15 +131,18 @@ def run_real(out: str, *, quick: bool = False, seeds: int | None = None, steps: 
     failures = failure_lines(cells)
     if failures:
         sections.append(("Failed cells", failures))
-    title = (f"Real data, small models from a configuration (no pre-trained weights available offline): tiny BERT "
-             f"(2 x 128) general-pre-trained on WikiText-2, then {steps} intermediate steps per cell on the in-domain "
+    model_name = size.get("model", "tiny")
+    shape = {"tiny": "2 x 128", "mini": "4 x 256", "small": "4 x 512", "base": "12 x 768"}.get(model_name, "?")
+    title = (f"Real data, small models from a configuration (no pre-trained weights available offline): {model_name} "
+             f"BERT ({shape}) general-pre-trained on WikiText-2, then {steps} intermediate steps per cell on the in-domain "
              f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch 32, mask budget 15%, seeds "
              f"{', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
              f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "
              "model without intermediate pre-training. `-`: not run for that task.")
-    command = command + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds else "") + f" --out {out}"
+    command = (command + preset_flag(preset) + (f" --seeds {seeds}" if seeds else "") + (f" --steps {steps}" if steps != size["steps"] else "")
+               + (f" --data-dir {data_dir}" if data_dir else "") + f" --out {out}")
     return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
-                          started=started, command=command,
+                          started=started, command=command, preset=preset,
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
                                    "cells": cells, "learned": [g["learned"] for g in grids]}),
             "png": pngs, "grids": grids}

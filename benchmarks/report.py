@@ -22,6 +22,11 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cores} CPU cores, {gpu}, torch {torch.__version__}"
 
 
+def preset_flag(preset: str) -> str:
+    """The ``maskpolicy bench`` flag that selects ``preset`` (full is the default)."""
+    return {"full": "", "quick": " --quick"}.get(preset, f" --preset {preset}")
+
+
 def reach_rows(grid: dict, spec: GridSpec) -> list[dict]:
     """For each learned policy (and ``salient_span``): fraction of ``random``'s steps needed
     to reach ``random``'s final score."""
@@ -59,19 +64,21 @@ def _jsonable(value):
 
 
 def write_suite(out: str, *, suite: str, title: str, sections: list[tuple[str, str]], rows: list[dict],
-                header: list[str], results: dict, started: float, command: str, csv_rows: list[dict] | None = None) -> dict:
+                header: list[str], results: dict, started: float, command: str, csv_rows: list[dict] | None = None,
+                preset: str = "full") -> dict:
     """``sections``: (heading, markdown) pairs after the main table (none when ``rows`` is
     empty); ``rows`` (or ``csv_rows``) with ``header`` go to ``table.csv``; ``results`` (every number with its seed, steps and config) to
-    ``results.json``. Returns ``{"table", "out", "wall_seconds"}``."""
+    ``results.json``. The heading names the preset when it is not the full one ("# real
+    --quick"). Returns ``{"table", "out", "wall_seconds"}``."""
     wall = round(time.perf_counter() - started, 1)
-    text = f"# {suite}\n\n{title}" + (f"\n\n{markdown_table(rows, header)}" if rows else "")
+    text = f"# {suite}{preset_flag(preset)}\n\n{title}" + (f"\n\n{markdown_table(rows, header)}" if rows else "")
     for heading, body in sections:
         text += f"\n\n## {heading}\n\n{body}"
     text += f"\n\n`{command}`: {wall:.0f} s on {machine()}\n"
     write_text(out, "table.md", text)
     write_text(out, "table.csv", csv_text(rows if csv_rows is None else csv_rows, header))
     write_json_atomic(os.path.join(out, "results.json"), _jsonable({
-        "suite": suite, "command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "suite": suite, "preset": preset, "command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": wall, **results}))
     return {"table": text, "out": out, "wall_seconds": wall}
 

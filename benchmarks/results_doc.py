@@ -6,6 +6,10 @@ the exact command, its wall time and the machine), headed by the date from its
 
     python -m benchmarks.results_doc runs/bench-synthetic runs/bench-real runs/bench-perf \
         --out benchmarks/RESULTS.md
+
+``--keep HEADING`` carries a section over from the existing document unchanged (a suite
+not re-run this time, e.g. ``--keep synthetic``); sections are in the order given, kept
+ones first.
 """
 from __future__ import annotations
 
@@ -40,12 +44,39 @@ def section(run_dir: str) -> str:
     return "\n".join(lines)
 
 
+def existing_sections(path: str) -> dict[str, str]:
+    """``{heading: text}`` of the ``## heading`` sections of an assembled document."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return {}
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = [line]
+        elif current is not None:
+            sections[current].append(line)
+    return {heading: "\n".join(lines).strip() for heading, lines in sections.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="suite output directories (each with table.md + results.json)")
+    parser.add_argument("runs", nargs="*", help="suite output directories (each with table.md + results.json)")
+    parser.add_argument("--keep", action="append", default=[], metavar="HEADING",
+                        help="carry this section over from the existing --out document (repeatable)")
     parser.add_argument("--out", default="benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
-    text = HEADER + "\n" + "\n\n".join(section(d) for d in args.runs) + "\n"
+    old = existing_sections(args.out)
+    missing = [h for h in args.keep if h not in old]
+    if missing:
+        raise SystemExit(f"results_doc: no section {', '.join(map(repr, missing))} in {args.out} "
+                         f"(has: {', '.join(map(repr, old)) or 'none'})")
+    if not args.runs and not args.keep:
+        raise SystemExit("results_doc: give suite run directories and/or --keep HEADING")
+    parts = [old[h] for h in args.keep] + [section(d) for d in args.runs]
+    text = HEADER + "\n" + "\n\n".join(parts) + "\n"
     write_text_atomic(args.out, text)
     print(f"wrote {args.out}")
 

@@ -36,7 +36,12 @@ QUICKSTART = {
 }
 
 
-def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, seeds: int | None = None,
+PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu"),
+           "perf": ("full", "quick")}
+
+
+def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, preset: str | None = None,
+              seeds: int | None = None,
               steps: int | None = None, workers: int | None = None, policies: list[str] | None = None,
               task: str | None = None, seed: int | None = None, data_dir: str | None = None,
               progress: bool = True) -> dict:
@@ -44,6 +49,12 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     out = out or os.path.join("runs", suite)
+    if quick and preset not in (None, "quick"):
+        raise ConfigError(f"--quick and --preset {preset}: choose one")
+    preset = preset or ("quick" if quick else "full")
+    if preset not in PRESETS[suite]:
+        raise ConfigError(f"suite {suite!r} has no preset {preset!r}; presets: {', '.join(PRESETS[suite])}")
+    quick = preset == "quick"
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if workers is not None and workers < 1:
@@ -62,7 +73,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     if suite == "real":
         from .real_suite import run_real
 
-        return run_real(out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir)
+        return run_real(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir)
     if suite == "perf":
         if seeds is not None or steps is not None:
             raise ConfigError("--seeds/--steps: the perf suite has fixed sizes (--quick for the small ones)")
@@ -73,7 +84,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
     from .synthetic_suite import run_synthetic
 
-    return run_synthetic(out, quick=quick, seeds=seeds, steps=steps, workers=workers or 2)
+    return run_synthetic(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2)
 
 
 def run_quickstart(*, policies: list[str] | None = None, task: str | None = None,

@@ -8,6 +8,8 @@ Sizes (2 CPU cores, two one-thread workers):
          the first seed. About an hour.
 - quick: 2 relations (birthplace, profession), 6 rows, 1 seed, 400 steps, 150 meta-steps;
          2 x 2 transfer. About 5 minutes.
+- gpu:   (``--preset gpu``) the full grid with 5 seeds, 2,000 steps per cell, 600
+         meta-steps, transfer on every seed. Defined for a GPU; not yet run.
 
 Model: ``tiny`` BERT (2 x 128) from a configuration, no general pre-training (the world's
 facts exist only in its corpus). Score: closed-book cloze exact match on the evaluation
@@ -18,7 +20,7 @@ from __future__ import annotations
 import time
 
 from .grid import GRID_POLICIES, GridSpec, grid_rows, run_grid
-from .report import curve_plots, failure_lines, reach_rows, write_suite
+from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import run_transfer
 
@@ -26,13 +28,15 @@ RELATIONS = ["synthetic:birthplace", "synthetic:profession", "synthetic:colour",
 FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1)
 QUICK = dict(tasks=RELATIONS[:2], policies=["none", "random", "span", "salient_span", "learned-supervised", "learned-meta"],
              seeds=1, steps=400, meta_steps=150, transfer_seeds=1)
+GPU = {**FULL, "seeds": 5, "steps": 2000, "meta_steps": 600, "transfer_seeds": 5}
+PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 
-def run_synthetic(out: str, *, quick: bool = False, seeds: int | None = None, steps: int | None = None,
+def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
                   workers: int = 2, sizes: dict | None = None, command: str = "maskpolicy bench --suite synthetic") -> dict:
-    """``sizes`` overrides entries of the preset (tests; larger runs on a GPU)."""
+    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests)."""
     started = time.perf_counter()
-    size = {**(QUICK if quick else FULL), **(sizes or {})}
+    size = {**PRESETS[preset], **(sizes or {})}
     seed_list = list(range(seeds or size["seeds"]))
     steps = steps or size["steps"]
     learn_options = {**size.get("learn_options", {}), "progress": False}
@@ -59,9 +63,10 @@ def run_synthetic(out: str, *, quick: bool = False, seeds: int | None = None, st
              "closed-book cloze exact match on evaluation entities. `none`: no intermediate pre-training. "
              "`selective` needs a classification task (n/a here). `whole_word` = `random` in this world "
              "(every word is one token).")
-    command = command + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds else "") + f" --out {out}"
+    command = (command + preset_flag(preset) + (f" --seeds {seeds}" if seeds else "")
+               + (f" --steps {steps}" if steps != size["steps"] else "") + f" --out {out}")
     return {**write_suite(out, suite="synthetic", title=title, sections=sections, rows=rows,
-                          header=["policy"] + spec.tasks, started=started, command=command,
+                          header=["policy"] + spec.tasks, started=started, command=command, preset=preset,
                           results={"spec": spec.__dict__, "cells": grid["cells"], "learned": grid["learned"],
                                    "transfer": {"scores": transfer["scores"], "rows": transfer["rows"],
                                                 "failures": transfer["failures"]}}),

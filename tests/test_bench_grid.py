@@ -92,6 +92,8 @@ def test_curves_average_seeds_and_find_the_first_step_reaching_random():
     (dict(suite="synthetic", seeds=0), "--seeds must be >= 1"),
     (dict(suite="synthetic", workers=0), "--workers must be >= 1"),
     (dict(suite="quickstart", seeds=3), "the quickstart suite runs one seed"),
+    (dict(suite="quickstart", preset="gpu"), "suite 'quickstart' has no preset 'gpu'; presets: full, quick"),
+    (dict(suite="synthetic", quick=True, preset="gpu"), "--quick and --preset gpu: choose one"),
 ])
 def test_bench_options_are_checked_before_anything_runs(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -128,6 +130,18 @@ def test_results_doc_copies_the_tables_runs_wrote_and_refuses_unfinished_runs(tm
     with pytest.raises(DataError, match="not a finished suite run"):
         results_doc([str(run), str(tmp_path / "half"), "--out", str(tmp_path / "other.md")])
     assert not (tmp_path / "other.md").exists()
+
+    # A suite not re-run keeps its section; a new run adds its own after it.
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    (quick / "table.md").write_text("# real --quick\n\ntitle\n\n| policy | mr |\n|---|---|\n| random | 0.639 |\n")
+    (quick / "results.json").write_text(json.dumps({"date": "2026-11-25", "machine": "m"}))
+    results_doc([str(quick), "--keep", "synthetic", "--out", str(out)])
+    text = out.read_text()
+    assert text.index("## synthetic") < text.index("## real --quick")
+    assert "| random | 0.040 |" in text and "| random | 0.639 |" in text
+    with pytest.raises(SystemExit, match="no section 'perf'"):
+        results_doc(["--keep", "perf", "--out", str(out)])
 
 
 def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_path):

@@ -48,7 +48,7 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
                  policies=["none", "random", "selective", "learned-supervised"],
                  squad_policies=["random", "learned-supervised"],
                  finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12},
-                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2)
+                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini")
     out = tmp_path / "out"
     run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
@@ -59,6 +59,7 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
     assert 0.0 <= float(rows["learned-supervised"]["squad"]) <= 1.0
     table = (out / "table.md").read_text()
     assert "no pre-trained weights" in table and "General pre-training: WikiText-2" in table
+    assert "mini BERT (4 x 256) general-pre-trained" in table  # the preset's model size reaches the runs
     assert "| squad | supervised |" in table and "| mr | supervised |" in table
     results = json.loads((out / "results.json").read_text())
     selective = [c for c in results["cells"] if c["policy"] == "selective"][0]
