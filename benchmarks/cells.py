@@ -1,7 +1,9 @@
 """One benchmark cell = one run with its own directory; the unit of resuming and of failure.
 
-A cell is finished when its result file exists and records the same configuration: a
-re-run of the suite reads it back instead of training again. A cell that raises is
+A cell is finished when its result file exists and records the same configuration and the
+same digests of the directories it read (``input_digests``: a saved policy, a starting
+model, a tokenizer, a classifier): a re-run of the suite reads it back instead of training
+again. A cell that raises is
 recorded as failed (``failed.json`` with the error) and the suite goes on; the next run of
 the suite tries it again. Two kinds:
 
@@ -56,19 +58,28 @@ def _clear_failure(out_dir: str) -> None:
         pass
 
 
-def policy_digest(policy: str) -> str | None:
-    """SHA-256 over a saved policy directory's files (None for a policy name): a policy
-    re-learned into the same directory makes the cells it drove stale."""
-    if not os.path.isdir(policy):
+def dir_digest(path: str | None) -> str | None:
+    """SHA-256 over a directory's files (None for a name such as a preset or a heuristic)."""
+    if not isinstance(path, str) or not os.path.isdir(path):
         return None
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(policy)):
-        path = os.path.join(policy, name)
-        if os.path.isfile(path):
-            digest.update(name.encode())
-            with open(path, "rb") as fh:
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            digest.update(os.path.relpath(full, path).encode())
+            with open(full, "rb") as fh:
                 digest.update(fh.read())
     return digest.hexdigest()
+
+
+def input_digests(config: dict) -> dict[str, str]:
+    """Digests of the directories a cell reads (saved policy, starting model, tokenizer,
+    classifier): a policy re-learned or a general model re-trained into the same directory
+    makes the cells that used it stale, although their configs read the same."""
+    paths = {"policy": config.get("policy"), "model": config.get("model"), "tokenizer": config.get("tokenizer"),
+             "classifier": ((config.get("supervised") or {}).get("classifier") or {}).get("model")}
+    return {name: d for name, d in ((name, dir_digest(p)) for name, p in paths.items()) if d is not None}
 
 
 def pretrain_cell(config) -> dict:
@@ -78,17 +89,17 @@ def pretrain_cell(config) -> dict:
     from train.pretrain import RESULTS_FILE, pretrain
 
     wanted = config.to_dict()
-    digest = policy_digest(config.policy)
+    digests = input_digests(wanted)
     path = os.path.join(config.out, RESULTS_FILE)
     done = _read(path)
     if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
-            and done.get("policy_digest") == digest):
+            and done.get("input_digests") == digests):
         return {"status": "done", "reused": True, **done}
     try:
         result = pretrain(config)
     except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
         return _failure(config.out, wanted, err)
-    result["policy_digest"] = digest
+    result["input_digests"] = digests
     write_json_atomic(path, result)
     _clear_failure(config.out)
     return {"status": "done", "reused": False, **result}
@@ -100,13 +111,16 @@ def baseline_cell(config) -> dict:
     from train.pretrain import RESULTS_FILE
 
     wanted = {**config.to_dict(), "steps": 0}
+    digests = input_digests(wanted)
     done = _read(os.path.join(config.out, RESULTS_FILE))
-    if done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done:
+    if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
+            and done.get("input_digests") == digests):
         return {"status": "done", "reused": True, **done}
     try:
         result = _evaluate_start_model(config, wanted)
     except Exception as err:  # noqa: BLE001
         return _failure(config.out, wanted, err)
+    result["input_digests"] = digests
     write_json_atomic(os.path.join(config.out, RESULTS_FILE), result)
     _clear_failure(config.out)
     return {"status": "done", "reused": False, **result}
@@ -142,15 +156,18 @@ def learn_cell(config) -> dict:
     cell_dir = os.path.dirname(os.path.abspath(config.out))
     report_path = os.path.join(cell_dir, "report.json")
     wanted = config.to_dict()
+    digests = input_digests({**wanted, "policy": None})  # the policy dir is this cell's output
     done = _read(report_path)
-    if done and _comparable(done.get("config") or {}) == _comparable(wanted) and os.path.isfile(os.path.join(config.out, "policy_config.json")):
+    if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and done.get("input_digests") == digests
+            and os.path.isfile(os.path.join(config.out, "policy_config.json"))):
         return {"status": "done", "reused": True, **done}
     started = time.perf_counter()
     try:
         report = learn(config)
     except Exception as err:  # noqa: BLE001
         return _failure(cell_dir, wanted, err)
-    record = {"config": wanted, "policy": config.out, "seconds": round(time.perf_counter() - started, 2),
+    record = {"config": wanted, "input_digests": digests, "policy": config.out,
+              "seconds": round(time.perf_counter() - started, 2),
               "held_out": report.get("held_out") or report.get("metrics") or {}}
     write_json_atomic(report_path, record)
     _clear_failure(cell_dir)

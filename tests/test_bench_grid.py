@@ -163,6 +163,35 @@ def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_pa
     assert not pretrain_cell(config)["reused"]
 
 
+def test_a_start_model_retrained_into_the_same_directory_makes_learn_and_pretrain_cells_stale(tmp_path):
+    """The real suite's general model lives at one path; re-training it (other steps) must
+    redo every cell that started from it or learned a policy with it."""
+    from benchmarks.cells import baseline_cell, learn_cell, learn_config, pretrain_cell
+    from train.models import preset_model
+    from tasks.registry import get_task
+    from tasks.tokenizer import tokenizer_for_task
+
+    tokenizer = tokenizer_for_task(get_task(TASK, **WORLD["task_options"]), vocab_size=WORLD["vocab_size"])
+    model_dir = str(tmp_path / "general")
+
+    def save_model(seed):
+        torch.manual_seed(seed)
+        preset_model("tiny", len(tokenizer), 32, tokenizer.pad_token_id).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+
+    save_model(0)
+    spec = _spec(seeds=(0,), policies=("random",))
+    spec.pretrain_options["model"] = model_dir
+    config = pretrain_config(spec, str(tmp_path), TASK, "random", "random", 0)
+    base = pretrain_config(spec, str(tmp_path), TASK, "none", "random", 0)
+    learn = learn_config(TASK, "supervised", 0, str(tmp_path), {**WORLD, "model": model_dir, "supervised": {"epochs": 1}})
+    cells = ((pretrain_cell, config), (baseline_cell, base), (learn_cell, learn))
+    assert not any(run(c)["reused"] for run, c in cells)
+    assert all(run(c)["reused"] for run, c in cells)
+    save_model(1)  # other weights, same path and same configs
+    assert not any(run(c)["reused"] for run, c in cells)
+
+
 def test_reach_uses_the_chosen_curve_and_its_own_final_point():
     """Classification curves are fine-tuned probes (a cheaper fine-tuning than the final
     score): the target is random's last probe, not its final fine-tuned accuracy."""
