@@ -52,6 +52,8 @@ def reach_fraction(grid: dict, task: str, policy: str, reference: str = "random"
     if not ref_curve_steps or ref_curve_steps[-1] != ref_steps:
         return {"target": math.nan, "step": None, "fraction": math.nan, "text": "n/a"}
     target = ref_mean[-1]
+    if len(ref_mean) > 1 and target <= ref_mean[0]:  # random did not improve (e.g. 0 cloze EM throughout)
+        return {"target": target, "step": None, "fraction": math.nan, "text": "n/a (random flat)"}
     steps, mean, _ = mean_curve(cells, key)
     step = steps_to_reach(steps, mean, target)
     if step is None:

@@ -207,3 +207,5 @@ def test_reach_uses_the_chosen_curve_and_its_own_final_point():
     assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["target"] == pytest.approx(0.60)
     grid["cells"][1]["history"][0]["probe_accuracy"] = 0.55
     assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["text"] == "1.00"
+    flat = {"cells": [_cell("random", 0, [(50, 0.0), (100, 0.0)]), _cell("learned", 0, [(50, 0.0), (100, 0.3)])]}
+    assert reach_fraction(flat, "t", "learned")["text"] == "n/a (random flat)"  # reaching 0 says nothing
