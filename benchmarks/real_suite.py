@@ -31,6 +31,7 @@ from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
 from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
 from .tables import fmt, markdown_table
+from .transfer import run_transfer
 
 MAX_WORDS = 30  # corpus passages (IMDB, WikiText-2) are cut at 30 words: about 40 WordPiece tokens
 MAX_LENGTH = 64  # general corpus, in-domain corpus, MR / SST-2 sentences
@@ -46,7 +47,7 @@ FULL = dict(general_steps=6000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad
             corpus_cap=None, finetune={"epochs": 3, "learning_rate": 5e-4}, selective={"max_examples": 3000},
             probe={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=4,
             classifier={"epochs": 3, "learning_rate": 5e-4},
-            squad_policies=["none", "random", "salient_span", "learned-supervised"])
+            squad_policies=["none", "random", "salient_span", "learned-supervised"], transfer_seeds=1)
 QUICK = dict(general_steps=1000, steps=300, seeds=1, tasks=["mr", "squad"],
              policies=["none", "random", "selective", "learned-supervised"],
              corpus_cap=3000, finetune={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000},
@@ -106,9 +107,16 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                               pretrain_options={**shared, "max_length": SQUAD_MAX_LENGTH},
                               learn_options={**learn_options, "max_length": SQUAD_MAX_LENGTH}, workers=workers))
     grids = [run_grid(spec, out) for spec in specs]
+    # Transfer: each task's supervised policy drives every other task's intermediate
+    # pre-training (first seeds only; the diagonal and `random` are the grid's own cells).
+    tasks = [t for spec in specs for t in spec.tasks]
+    transfer = None
+    if size.get("transfer_seeds", 0) and len(tasks) > 1:
+        per_task = {t: (spec.pretrain_options, spec.learn_options) for spec in specs for t in spec.tasks}
+        transfer = run_transfer(tasks, root=out, steps=steps, seeds=seed_list[: size["transfer_seeds"]],
+                                method="supervised", per_task=per_task, workers=workers)
     cells = [c for g in grids for c in g["cells"]]
     policies = list(dict.fromkeys(p for spec in specs for p in spec.policies))
-    tasks = [t for spec in specs for t in spec.tasks]
     merged = {"cells": cells}
     rows = grid_rows(merged, GridSpec(tasks=tasks, policies=policies, seeds=seed_list, steps=steps))
     pngs = []
@@ -128,7 +136,13 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                  markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
                                                               "learning s"])),
                 ("General model", general_line)]
-    failures = failure_lines(cells)
+    if transfer is not None:
+        sections.append(("Transfer (supervised policies; rows: whose policy, columns: the task pre-trained and scored)",
+                         transfer["table"]))
+        pngs += transfer["png"]
+    failures = failure_lines(cells) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
+                                              for f in (transfer or {}).get("failures", []))
+    failures = failures.strip()
     if failures:
         sections.append(("Failed cells", failures))
     model_name = size.get("model", "tiny")
@@ -144,7 +158,10 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
                           started=started, command=command, preset=preset,
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
-                                   "cells": cells, "learned": [g["learned"] for g in grids]}),
+                                   "cells": cells, "learned": [g["learned"] for g in grids],
+                                   "transfer": None if transfer is None else {
+                                       "scores": transfer["scores"], "rows": transfer["rows"],
+                                       "failures": transfer["failures"]}}),
             "png": pngs, "grids": grids}
 
 

@@ -27,14 +27,26 @@ def _score(cell: dict) -> float:
 
 def run_transfer(tasks: list[str], *, root: str, steps: int, seeds: list[int], method: str = "meta",
                  pretrain_options: dict | None = None, learn_options: dict | None = None,
-                 eval_points: int = 20, workers: int = 1, progress: bool = False) -> dict:
+                 eval_points: int = 20, workers: int = 1, progress: bool = False,
+                 per_task: dict[str, tuple[dict, dict]] | None = None) -> dict:
     """Learn each task's policy, pre-train every target with every source's policy and with
     ``random``; write ``transfer.md``, ``transfer.csv`` and ``transfer.png`` under ``root``.
     Cells are laid out and configured as in the policy grid (``grid.py``), so a suite that
-    runs both trains the diagonal and the ``random`` row once."""
-    spec = GridSpec(tasks=tasks, policies=["random"], seeds=seeds, steps=steps, eval_points=eval_points,
-                    pretrain_options=pretrain_options or {}, learn_options=learn_options or {}, workers=workers)
-    policies = learned_policies(tasks, method, seeds, root, options=learn_options, progress=progress, workers=workers)
+    runs both trains the diagonal and the ``random`` row once. ``per_task``: task ->
+    (pretrain options as a target, learn options as a source) where tasks differ (the real
+    suite: probes for MR / SST-2, longer sequences for SQuAD); default: the shared ones."""
+    per_task = per_task or {}
+
+    def spec_for(task: str) -> GridSpec:
+        options = per_task.get(task, (pretrain_options or {}, learn_options or {}))
+        return GridSpec(tasks=[task], policies=["random"], seeds=seeds, steps=steps, eval_points=eval_points,
+                        pretrain_options=options[0], learn_options=options[1], workers=workers)
+
+    specs = {task: spec_for(task) for task in tasks}
+    policies = {}
+    for task in tasks:
+        policies.update(learned_policies([task], method, seeds, root, options=specs[task].learn_options,
+                                         progress=progress, workers=workers))
     failures: list[dict] = []
     keys, jobs = [], []
     for target in tasks:
@@ -47,7 +59,7 @@ def run_transfer(tasks: list[str], *, root: str, steps: int, seeds: list[int], m
                 policy = learned["policy"] if learned is not None else source
                 name = "random" if learned is None else f"learned-{method}-{safe_name(source)}"
                 keys.append((source, target, seed, name))
-                jobs.append(("pretrain", pretrain_config(spec, root, target, name, policy, seed)))
+                jobs.append(("pretrain", pretrain_config(specs[target], root, target, name, policy, seed)))
     done = {}
     for (source, target, seed, name), cell in zip(keys, run_cells(jobs, workers)):
         if cell["status"] != "done":

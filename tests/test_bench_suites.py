@@ -48,7 +48,7 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
                  policies=["none", "random", "selective", "learned-supervised"],
                  squad_policies=["random", "learned-supervised"],
                  finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12},
-                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini")
+                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini", transfer_seeds=1)
     out = tmp_path / "out"
     run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
@@ -68,6 +68,12 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
         probes = [h["step"] for h in cell.get("history", []) if "probe_accuracy" in h]
         trained = cell["task"] == "mr" and cell["policy"] != "none"
         assert probes == ([2, 4] if trained else []), (cell["task"], cell["policy"], probes)
+    # Transfer: MR's policy drives SQuAD's pre-training and vice versa, each target with its own options.
+    assert set(results["transfer"]["scores"]) == {f"{s} -> {t}" for s in ("mr", "squad", "random") for t in ("mr", "squad")}
+    assert not results["transfer"]["failures"]
+    cross = json.loads((out / "pretrain" / "squad" / "learned-supervised-mr" / "seed0" / "results.json").read_text())
+    assert cross["config"]["max_length"] == 128 and cross["config"]["probe_every"] == 0  # squad's options
+    assert "## Transfer (supervised policies" in table and (out / "transfer.png").is_file()
     reach = table.split("## Steps to reach random's final score")[1].split("## ")[0]
     assert "| learned-supervised |" in reach and "| policy | mr | squad |" in reach
     general = out / "general" / "wikitext2" / "model"
