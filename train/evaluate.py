@@ -48,8 +48,7 @@ def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size
         labels = batch.pop("labels").to(device)  # [B, T], -100 outside the blank
         selected = labels != -100
         predicted = labels.clone()  # positions outside the blank stay -100: they do not count
-        predicted[selected] = logits_at(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                        selected).argmax(-1)
+        predicted[selected] = logits_at(model, {k: v.to(device) for k, v in batch.items()}, selected).argmax(-1)
         correct += int(cloze_exact_match(predicted, labels).sum())
     model.train(was_training)
     return correct / len(questions)
@@ -76,7 +75,7 @@ def masked_token_accuracy(model, tokenizer, passages, max_length: int = 64, batc
         n = int(sel.sum())
         if n == 0:
             continue
-        logits = logits_at(model, masked["input_ids"], masked["attention_mask"], sel)  # [n, V]
+        logits = logits_at(model, {k: v for k, v in masked.items() if k != "labels"}, sel)  # [n, V]
         targets = masked["labels"][sel]
         hits += int((logits.argmax(-1) == targets).sum())
         loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))

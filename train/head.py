@@ -25,11 +25,14 @@ def projection_at(head: torch.nn.Module, selected: torch.Tensor):
         hook.remove()
 
 
-def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """[selected.sum(), V] logits of a masked LM at the ``selected`` [B, T] positions; the
-    projection runs there only when the model has a standard output-embedding module."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+def logits_at(model, inputs: dict, selected: torch.Tensor, head: torch.nn.Module | None = None) -> torch.Tensor:
+    """[selected.sum(), V] logits of a masked LM called on ``inputs`` (input_ids,
+    attention_mask, ...) at the ``selected`` [B, T] positions. The projection runs there only
+    when the model has a standard output-embedding module (``head``, default the model's;
+    pass the inner module's when ``model`` is a DDP wrapper)."""
+    if head is None and hasattr(model, "get_output_embeddings"):
+        head = model.get_output_embeddings()
     if not isinstance(head, torch.nn.Module):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]
+        return model(**inputs).logits[selected]
     with projection_at(head, selected):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return model(**inputs).logits

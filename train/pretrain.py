@@ -40,7 +40,7 @@ from .checkpoint import latest_checkpoint, read_state, save_checkpoint, save_dir
 from .config import PretrainConfig
 from .data import build_policy, corpus_dataset, load_task, resolve_tokenizer
 from .evaluate import evaluate_task
-from .head import projection_at
+from .head import logits_at
 from .models import check_model_tokenizer, is_preset, load_masked_lm, preset_model
 
 RESULTS_FILE = "results.json"
@@ -64,13 +64,8 @@ def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> t
     when ``model`` is wrapped (DDP): the hook goes on the inner module, the call through the
     wrapper so that gradients are still synchronised."""
     labels = batch["labels"]  # [B, T], -100 where not masked
-    if head is None and hasattr(model, "get_output_embeddings"):
-        head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Module):
-        return model(**batch).loss
     selected = labels != -100  # [B, T]
-    with projection_at(head, selected):
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # [n, V]
+    logits = logits_at(model, {k: v for k, v in batch.items() if k != "labels"}, selected, head)  # [n, V]
     return torch.nn.functional.cross_entropy(logits, labels[selected])
 
 
