@@ -48,7 +48,7 @@ FULL = dict(general_steps=6000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad
             probe={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=4,
             classifier={"epochs": 3, "learning_rate": 5e-4},
             squad_policies=["none", "random", "salient_span", "learned-supervised"], transfer_seeds=1)
-QUICK = dict(general_steps=800, steps=300, seeds=1, tasks=["mr", "squad"],
+QUICK = dict(general_steps=600, steps=200, seeds=1, tasks=["mr", "squad"],
              policies=["none", "random", "selective", "learned-supervised"],
              corpus_cap=3000, finetune={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 3000},
              selective={"max_examples": 1000}, classifier={"epochs": 2, "learning_rate": 5e-4},
