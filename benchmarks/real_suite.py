@@ -62,13 +62,20 @@ PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 
 def check_data(data_dir: str | None, tasks: list[str]) -> str:
-    """Load every task once so that a missing or malformed file is reported before any cell runs."""
+    """Load every task once so that missing or malformed files are reported before any cell
+    runs: one error naming the problems of every task, not only the first task's."""
     from tasks.real import resolve_data_dir
     from tasks.registry import get_task
 
     root = resolve_data_dir(data_dir)
+    problems = []
     for name in ["wikitext2"] + tasks:
-        get_task(name, data_dir=root)  # DataError names each missing file
+        try:
+            get_task(name, data_dir=root)  # DataError names each missing file
+        except DataError as err:
+            problems.append(f"{name}: {err}")
+    if problems:
+        raise DataError("the real suite cannot start:\n  " + "\n  ".join(problems))
     return root
 
 

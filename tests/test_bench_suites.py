@@ -83,8 +83,10 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
 def test_real_suite_names_the_missing_files_before_running_anything(tmp_path):
     data = write_mini_data(tmp_path / "data")
     (data / "mr" / "rt-polarity.neg").unlink()
-    with pytest.raises(DataError, match="rt-polarity.neg"):
+    (data / "wikitext2" / "test.txt").unlink()
+    with pytest.raises(DataError, match="rt-polarity.neg") as err:
         run_suite("real", out=str(tmp_path / "out"), data_dir=str(data), quick=True)
+    assert "wikitext2/test.txt" in str(err.value)  # every task's problems in one error, not only the first
     assert not (tmp_path / "out").exists()
     with pytest.raises(DataError, match="data directory"):
         run_suite("real", out=str(tmp_path / "out"), data_dir=str(tmp_path / "nowhere"), quick=True)
