@@ -31,7 +31,7 @@ from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
 from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
 from .tables import fmt, markdown_table
-from .transfer import run_transfer
+from .transfer import check_transfer_seeds, run_transfer
 
 MAX_WORDS = 30  # corpus passages (IMDB, WikiText-2) are cut at 30 words: about 40 WordPiece tokens
 MAX_LENGTH = 64  # general corpus, in-domain corpus, MR / SST-2 sentences
@@ -80,13 +80,15 @@ def check_data(data_dir: str | None, tasks: list[str]) -> str:
 
 
 def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
-             workers: int = 2, data_dir: str | None = None, sizes: dict | None = None,
-             command: str = "maskpolicy bench --suite real") -> dict:
-    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests)."""
+             workers: int = 2, data_dir: str | None = None, transfer_seeds: int | None = None,
+             sizes: dict | None = None, command: str = "maskpolicy bench --suite real") -> dict:
+    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests); ``transfer_seeds``:
+    the transfer matrix on the first N seeds (default: the preset's; the quick preset has none)."""
     started = time.perf_counter()
     size = {**PRESETS[preset], **(sizes or {})}
-    root = check_data(data_dir, size["tasks"])
     seed_list = list(range(seeds or size["seeds"]))
+    size["transfer_seeds"] = check_transfer_seeds(transfer_seeds, size.get("transfer_seeds", 0), seed_list)
+    root = check_data(data_dir, size["tasks"])
     steps = steps or size["steps"]
     general = pretrain_cell(PretrainConfig(
         task="wikitext2", data_dir=root, policy="random", model=size.get("model", "tiny"), steps=size["general_steps"], seed=0,
@@ -161,6 +163,7 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
              f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "
              "model without intermediate pre-training. `-`: not run for that task.")
     command = (command + preset_flag(preset) + (f" --seeds {seeds}" if seeds else "") + (f" --steps {steps}" if steps != size["steps"] else "")
+               + (f" --transfer-seeds {transfer_seeds}" if transfer_seeds else "")
                + (f" --data-dir {data_dir}" if data_dir else "") + f" --out {out}")
     return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
                           started=started, command=command, preset=preset,

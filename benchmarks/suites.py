@@ -41,7 +41,7 @@ PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"
 
 
 def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, preset: str | None = None,
-              seeds: int | None = None,
+              seeds: int | None = None, transfer_seeds: int | None = None,
               steps: int | None = None, workers: int | None = None, policies: list[str] | None = None,
               task: str | None = None, seed: int | None = None, data_dir: str | None = None,
               progress: bool = True) -> dict:
@@ -61,6 +61,11 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if transfer_seeds is not None:
+        if suite not in ("synthetic", "real"):
+            raise ConfigError(f"--transfer-seeds: suite {suite!r} has no transfer matrix (synthetic, real)")
+        if transfer_seeds < 1:
+            raise ConfigError(f"--transfer-seeds must be >= 1, got {transfer_seeds}")
     if suite == "quickstart":
         if seeds not in (None, 1):
             raise ConfigError("the quickstart suite runs one seed (--seed K); use --suite synthetic for several")
@@ -73,7 +78,8 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     if suite == "real":
         from .real_suite import run_real
 
-        return run_real(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir)
+        return run_real(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir,
+                        transfer_seeds=transfer_seeds)
     if suite == "perf":
         if seeds is not None or steps is not None:
             raise ConfigError("--seeds/--steps: the perf suite has fixed sizes (--quick for the small ones)")
@@ -84,7 +90,8 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
     from .synthetic_suite import run_synthetic
 
-    return run_synthetic(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2)
+    return run_synthetic(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2,
+                         transfer_seeds=transfer_seeds)
 
 
 def run_quickstart(*, policies: list[str] | None = None, task: str | None = None,

@@ -22,7 +22,7 @@ import time
 from .grid import GRID_POLICIES, GridSpec, grid_rows, run_grid
 from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
 from .tables import fmt, markdown_table
-from .transfer import run_transfer
+from .transfer import check_transfer_seeds, run_transfer
 
 RELATIONS = ["synthetic:birthplace", "synthetic:profession", "synthetic:colour", "synthetic:employer"]
 FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1)
@@ -33,11 +33,14 @@ PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 
 def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
-                  workers: int = 2, sizes: dict | None = None, command: str = "maskpolicy bench --suite synthetic") -> dict:
-    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests)."""
+                  workers: int = 2, transfer_seeds: int | None = None, sizes: dict | None = None,
+                  command: str = "maskpolicy bench --suite synthetic") -> dict:
+    """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests); ``transfer_seeds``:
+    the transfer matrix on the first N seeds (default: the preset's)."""
     started = time.perf_counter()
     size = {**PRESETS[preset], **(sizes or {})}
     seed_list = list(range(seeds or size["seeds"]))
+    size["transfer_seeds"] = check_transfer_seeds(transfer_seeds, size["transfer_seeds"], seed_list)
     steps = steps or size["steps"]
     learn_options = {**size.get("learn_options", {}), "progress": False}
     learn_options["meta"] = {**learn_options.get("meta", {}), "meta_steps": size["meta_steps"]}
@@ -64,7 +67,8 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
              "`selective` needs a classification task (n/a here). `whole_word` = `random` in this world "
              "(every word is one token).")
     command = (command + preset_flag(preset) + (f" --seeds {seeds}" if seeds else "")
-               + (f" --steps {steps}" if steps != size["steps"] else "") + f" --out {out}")
+               + (f" --steps {steps}" if steps != size["steps"] else "")
+               + (f" --transfer-seeds {transfer_seeds}" if transfer_seeds else "") + f" --out {out}")
     return {**write_suite(out, suite="synthetic", title=title, sections=sections, rows=rows,
                           header=["policy"] + spec.tasks, started=started, command=command, preset=preset,
                           results={"spec": spec.__dict__, "cells": grid["cells"], "learned": grid["learned"],

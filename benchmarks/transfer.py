@@ -15,10 +15,22 @@ from __future__ import annotations
 import math
 import os
 
+from policies.errors import ConfigError
+
 from .cells import learned_policies, run_cells, safe_name
 from .grid import GridSpec, pretrain_config
 from .plots import heatmap
 from .tables import csv_text, fmt, markdown_table, mean_std, write_text
+
+
+def check_transfer_seeds(requested: int | None, preset: int, seeds: list[int]) -> int:
+    """How many of ``seeds`` the transfer matrix runs on: ``requested`` (--transfer-seeds) or the
+    preset's count; more than the grid has would need policies the grid never learned."""
+    if requested is None:
+        return min(preset, len(seeds))
+    if not 1 <= requested <= len(seeds):
+        raise ConfigError(f"--transfer-seeds {requested}: must be between 1 and the number of seeds ({len(seeds)})")
+    return requested
 
 
 def _score(cell: dict) -> float:

@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "gpu (synthetic, real: larger runs for a GPU)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")
     p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")
+    p.add_argument("--transfer-seeds", type=int, help="synthetic, real: the transfer matrix on the first N seeds "
+                   "(default: the preset's, 1 for full)")
     p.add_argument("--workers", type=int, help="cells run in this many one-thread processes (default 2)")
     p.add_argument("--out", help="output directory (default runs/SUITE); finished cells there are reused")
     p.add_argument("--policies", help="quickstart: comma-separated policies")

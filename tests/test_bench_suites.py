@@ -22,12 +22,14 @@ def test_synthetic_suite_writes_tables_results_and_plots(tmp_path):
     sizes = dict(tasks=tasks, policies=["none", "random", "salient_span", "learned-supervised", "learned-meta"],
                  meta_steps=2, pretrain_options={**WORLD, "batch_size": 4},
                  learn_options={**WORLD, "lm_warmup_steps": 2, "supervised": {"epochs": 1}, "meta": {"outer_batch": 4}})
-    report = run_synthetic(str(tmp_path), seeds=2, steps=4, workers=1, sizes=sizes)
+    report = run_synthetic(str(tmp_path), seeds=2, steps=4, workers=1, transfer_seeds=2, sizes=sizes)
     table = (tmp_path / "table.md").read_text()
     assert report["table"] == table
     for heading in ("Steps to reach random", "Learned policies: answer recall", "Transfer"):
         assert heading in table
-    assert "--seeds 2" in table and "s on " in table  # the exact command and its wall time
+    assert "--seeds 2 --steps 4 --transfer-seeds 2" in table and "s on " in table  # the exact command and its wall time
+    transfer = table.split("## Transfer")[1]
+    assert "seeds 0, 1" in transfer and "| random | " in transfer and " ± " in transfer  # transfer over both seeds
     rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
     assert [r["policy"] for r in rows] == sizes["policies"]
     assert all(" ± " in r[t] for r in rows for t in tasks)  # two seeds: mean ± std everywhere

@@ -11,7 +11,7 @@ from tasks.base import BLANK
 from tasks.real import DATA_DIR_ENV, REAL_TASKS, load_real_task
 from tasks.registry import get_task
 
-from realdata import CONTEXT, SQUAD, _write, write_mini_data
+from realdata import _write, write_mini_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
