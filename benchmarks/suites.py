@@ -61,11 +61,8 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
-    if transfer_seeds is not None:
-        if suite not in ("synthetic", "real"):
-            raise ConfigError(f"--transfer-seeds: suite {suite!r} has no transfer matrix (synthetic, real)")
-        if transfer_seeds < 1:
-            raise ConfigError(f"--transfer-seeds must be >= 1, got {transfer_seeds}")
+    if transfer_seeds is not None and suite not in ("synthetic", "real"):
+        raise ConfigError(f"--transfer-seeds: suite {suite!r} has no transfer matrix (synthetic, real)")
     if suite == "quickstart":
         if seeds not in (None, 1):
             raise ConfigError("the quickstart suite runs one seed (--seed K); use --suite synthetic for several")
