@@ -13,7 +13,6 @@ override the file. Bad input ends with one line ``maskpolicy: error: ...`` and e
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from policies.errors import MaskpolicyError
@@ -138,8 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # accelerate warns on every checkpoint that BERT's tied decoder weights are stored once.
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
     try:
         return int(getattr(commands, args.command)(args) or 0)
     except MaskpolicyError as err:

@@ -38,6 +38,15 @@ def test_short_run_writes_model_results_and_checkpoints(tmp_path):
     assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
 
 
+def test_checkpoints_drop_only_accelerates_tied_weights_notice(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    pretrain(PretrainConfig(policy="random", out=str(tmp_path / "r"), evaluate=False, **SMALL))
+    assert "Removed shared tensor" not in caplog.text  # accelerate logs it on every save_state otherwise
+    assert not logging.getLogger("accelerate.utils.other").filters  # the filter is scoped to the save
+
+
 def test_same_seed_same_run_and_resume_after_kill_matches(tmp_path):
     full = pretrain(PretrainConfig(policy="span", out=str(tmp_path / "full"), **SMALL))
 

@@ -11,7 +11,9 @@ leaves either the previous checkpoint or the new one, never a half-written one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -63,12 +65,32 @@ def save_directory_atomic(final_dir: str, write) -> None:
         raise
 
 
+class _DropTiedWeightsNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_tied_weights_notice():
+    """accelerate warns on every ``save_state`` that BERT's tied decoder weights (the same
+    tensor as the word embeddings) are stored once; they are tied again on load (resume is
+    tested bit-for-bit), so only that notice is dropped, every other warning still shows."""
+    logger = logging.getLogger("accelerate.utils.other")
+    notice = _DropTiedWeightsNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def save_checkpoint(accelerator, checkpoints_dir: str, step: int, state: dict, keep: int = 2) -> str:
     name = f"step-{step:06d}"
     final = os.path.join(checkpoints_dir, name)
 
     def write(tmp: str) -> None:
-        accelerator.save_state(tmp)
+        with _without_tied_weights_notice():
+            accelerator.save_state(tmp)
         write_json_atomic(os.path.join(tmp, STATE_FILE), state)
 
     save_directory_atomic(final, write)
