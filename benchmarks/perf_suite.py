@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from .report import write_suite
+from .report import bench_command, write_suite
 from .tables import markdown_table
 
 FULL = dict(collator_batches=200, train_model="mini", train_length=128, train_repeats=20,
@@ -156,6 +156,6 @@ def run_perf(out: str, *, quick: bool = False, data_dir: str | None = None, size
             f"- dropout {r['dropout']}, step {r['step']}: cosine {r['cosine']:.6f}, relative L2 {r['rel_l2']:.2e}" for r in fd)))
     title = (f"Speed and memory on this machine, {torch.get_num_threads()} torch threads; each ratio is against the "
              "reference measured in the same run.")
-    command = command + (" --quick" if quick else "") + (f" --data-dir {data_dir}" if data_dir else "") + f" --out {out}"
+    command = bench_command(command, "quick" if quick else "full", out, data_dir=data_dir)
     return write_suite(out, suite="perf", title=title, sections=sections, rows=[], header=header, started=started,
                        preset="quick" if quick else "full", command=command, results={"rows": rows, "meta_step_cost": meta_data}, csv_rows=rows)

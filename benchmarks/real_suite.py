@@ -26,10 +26,11 @@ import time
 
 from policies.errors import DataError
 from train.config import PretrainConfig
+from train.models import preset_shape
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
-from .report import curve_plots, failure_lines, preset_flag, reach_rows, write_suite
+from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
 
@@ -155,16 +156,15 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     if failures:
         sections.append(("Failed cells", failures))
     model_name = size.get("model", "tiny")
-    shape = {"tiny": "2 x 128", "mini": "4 x 256", "small": "4 x 512", "base": "12 x 768"}.get(model_name, "?")
+    shape = preset_shape(model_name)
     title = (f"Real data, small models from a configuration (no pre-trained weights available offline): {model_name} "
              f"BERT ({shape}) general-pre-trained on WikiText-2, then {steps} intermediate steps per cell on the in-domain "
              f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch 32, mask budget 15%, seeds "
              f"{', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
              f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "
              "model without intermediate pre-training. `-`: not run for that task.")
-    command = (command + preset_flag(preset) + (f" --seeds {seeds}" if seeds else "") + (f" --steps {steps}" if steps != size["steps"] else "")
-               + (f" --transfer-seeds {transfer_seeds}" if transfer_seeds else "")
-               + (f" --data-dir {data_dir}" if data_dir else "") + f" --out {out}")
+    command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
+                            transfer_seeds=transfer_seeds, data_dir=data_dir)
     return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
                           started=started, command=command, preset=preset,
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),

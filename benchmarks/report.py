@@ -27,6 +27,14 @@ def preset_flag(preset: str) -> str:
     return {"full": "", "quick": " --quick"}.get(preset, f" --preset {preset}")
 
 
+def bench_command(base: str, preset: str, out: str, **flags) -> str:
+    """The command line that reproduces a suite run, as written under its table: ``flags``
+    (``transfer_seeds=2`` -> ``--transfer-seeds 2``) in the order given, those left at
+    their default (None) omitted."""
+    given = "".join(f" --{name.replace('_', '-')} {value}" for name, value in flags.items() if value is not None)
+    return f"{base}{preset_flag(preset)}{given} --out {out}"
+
+
 def reach_rows(grid: dict, spec: GridSpec) -> list[dict]:
     """For each learned policy (and ``salient_span``): fraction of ``random``'s steps needed
     to reach ``random``'s final score."""

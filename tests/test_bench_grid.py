@@ -213,3 +213,12 @@ def test_reach_uses_the_chosen_curve_and_its_own_final_point():
     assert reach_fraction(grid, "t", "learned", key="probe_accuracy")["text"] == "1.00"
     flat = {"cells": [_cell("random", 0, [(50, 0.0), (100, 0.0)]), _cell("learned", 0, [(50, 0.0), (100, 0.3)])]}
     assert reach_fraction(flat, "t", "learned")["text"] == "n/a (random flat)"  # reaching 0 says nothing
+
+
+def test_bench_command_writes_the_flags_given_in_order_and_omits_defaults():
+    from benchmarks.report import bench_command
+
+    assert (bench_command("maskpolicy bench --suite real", "quick", "runs/q", seeds=None, steps=200,
+                          transfer_seeds=2, data_dir="../d")
+            == "maskpolicy bench --suite real --quick --steps 200 --transfer-seeds 2 --data-dir ../d --out runs/q")
+    assert bench_command("maskpolicy bench --suite synthetic", "gpu", "o") == "maskpolicy bench --suite synthetic --preset gpu --out o"

@@ -25,6 +25,12 @@ def is_preset(name: str) -> bool:
     return name in PRESETS
 
 
+def preset_shape(name: str) -> str:
+    """``"layers x hidden"`` of a size preset, for table headings ("2 x 128")."""
+    size = PRESETS[name]
+    return f"{size['num_hidden_layers']} x {size['hidden_size']}"
+
+
 def preset_model(name: str, vocab_size: int, max_length: int, pad_token_id: int = 0, **overrides) -> BertForMaskedLM:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)} (or a checkpoint path)")
