@@ -96,6 +96,7 @@ def run_quickstart(*, policies: list[str] | None = None, task: str | None = None
                    progress: bool = True) -> dict:
     suite = "quickstart"
     spec = QUICKSTART[suite]
+    given = dict(policies=",".join(policies) if policies else None, task=task, steps=steps, seed=seed or None)
     task = task or spec["task"]
     policies = policies or spec["policies"]
     steps = steps or (spec["quick_steps"] if quick else spec["steps"])
@@ -117,10 +118,10 @@ def run_quickstart(*, policies: list[str] | None = None, task: str | None = None
             "train s": f"{result['train_seconds']:.0f}",
         })
     header = ["policy", "cloze EM (eval entities)", "cloze EM (train entities)", "train s"]
-    from .report import machine
+    from .report import bench_command, machine
 
     wall = round(time.perf_counter() - started, 1)
-    command = f"maskpolicy bench --suite quickstart{' --quick' if quick else ''} --out {out}"
+    command = bench_command("maskpolicy bench --suite quickstart", "quick" if quick else "full", out, **given)
     table = (f"# quickstart\n\n{task}, tiny BERT from scratch, {steps} intermediate steps, batch 32, mask rate 0.15, "
              f"seed {seed}\n\n" + markdown_table(rows, header))
     if failures:

@@ -222,3 +222,12 @@ def test_bench_command_writes_the_flags_given_in_order_and_omits_defaults():
                           transfer_seeds=2, data_dir="../d")
             == "maskpolicy bench --suite real --quick --steps 200 --transfer-seeds 2 --data-dir ../d --out runs/q")
     assert bench_command("maskpolicy bench --suite synthetic", "gpu", "o") == "maskpolicy bench --suite synthetic --preset gpu --out o"
+
+
+def test_quickstart_records_the_command_that_reproduces_it(tmp_path):
+    out = tmp_path / "qs"
+    report = run_suite("quickstart", policies=["random", "salient_span"], steps=4, seed=1, out=str(out), progress=False)
+    assert [r["policy"] for r in report["rows"]] == ["random", "salient_span"]
+    command = json.loads((out / "results.json").read_text())["command"]
+    assert command == f"maskpolicy bench --suite quickstart --policies random,salient_span --steps 4 --seed 1 --out {out}"
+    assert f"`{command}`" in (out / "table.md").read_text()
