@@ -3,7 +3,7 @@
     learn     (meta/)        learn a policy network: supervised labels or bilevel meta-gradients
     pretrain  (train/)       intermediate or general MLM pre-training with a policy, then evaluation
     evaluate  (train/)       evaluate a saved model on a task
-    show      (policies/)    a policy's mask probabilities over a text (terminal, --png heatmap)
+    show      (policies/)    a policy's mask probabilities over a text or a task's passages (terminal, --png)
     pmi       (policies/)    build the n-gram PMI table the ``pmi`` policy uses
     bench     (benchmarks/)  run a suite and print its table
 
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--png", help="also write a heatmap PNG here")
+    p.add_argument("--passages", type=int, metavar="N", help="with --task, instead of --text: the task's first N "
+                   "corpus passages as pre-training sees them, gold-span tokens marked g (salient_span masks them)")
+    p.add_argument("--max-length", type=int, help="tokens kept of --text (default 512) or of each passage "
+                   "(--passages; default pretrain's, 64)")
 
     p = sub.add_parser("pmi", help="build a PMI n-gram table from a task corpus (for --policy pmi)")
     _add_config(p)

@@ -127,7 +127,9 @@ def _run_config(model_dir: str) -> dict:
         raise ArtifactError(f"{path} is corrupt: {err}") from None
 
 
-def _tokenizer_for(data: dict):
+def _tokenizer_for(data: dict, task=None):
+    """``--tokenizer``, else ``--model``'s, else a saved policy's, else built from the task
+    (``task`` when the caller already loaded it)."""
     from tasks.registry import get_task
     from tasks.tokenizer import tokenizer_for_task
     from train.models import load_tokenizer
@@ -139,7 +141,8 @@ def _tokenizer_for(data: dict):
     policy = str(data.get("policy", ""))
     if os.path.isdir(policy) and os.path.isfile(os.path.join(policy, "tokenizer_config.json")):
         return load_tokenizer(policy)
-    task = get_task(data.get("task", "synthetic"), data_dir=data.get("data_dir"), **data.get("task_options", {}))
+    if task is None:
+        task = get_task(data.get("task", "synthetic"), data_dir=data.get("data_dir"), **data.get("task_options", {}))
     return tokenizer_for_task(task, **({"vocab_size": int(data["vocab_size"])} if "vocab_size" in data else {}))
 
 
@@ -148,15 +151,61 @@ def show(args) -> int:
     from policies.display import policy_view, render_terminal, save_heatmap
 
     data = _merge(args)
+    if data.get("passages") is not None:
+        return _show_passages(data)
     if not data.get("policy") or not data.get("text"):
-        raise ConfigError("show needs --policy P and --text TEXT")
+        raise ConfigError("show needs --policy P and --text TEXT (or --task T --passages N for corpus passages)")
     tokenizer = _tokenizer_for(data)
     policy = get_policy(data["policy"], tokenizer, **data.get("policy_options", {}))
     view = policy_view(policy, tokenizer, data["text"], rate=float(data.get("rate", 0.15)),
-                       seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)))
+                       seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)),
+                       max_length=int(data.get("max_length", 512)))
     print(render_terminal(view))
     if data.get("png"):
         print(f"wrote {save_heatmap(view, data['png'])}")
+    return 0
+
+
+def _show_passages(data: dict) -> int:
+    """``show --task T --passages N``: the task's first N corpus passages as pre-training
+    sees them (its tokenizer, max_length and gold ``span_ids``), each with its key and
+    whether it has gold spans or the ``salient_span`` oracle falls back on it."""
+    from policies import get_policy
+    from policies.display import policy_view, render_terminal
+    from tasks.features import encode_passages
+    from tasks.registry import get_task
+    from train.config import PretrainConfig
+    from train.data import GOLD_SPAN_FALLBACK, uses_gold_spans
+
+    count = data["passages"]
+    if data.get("text"):
+        raise ConfigError("show: give --text TEXT or --passages N, not both")
+    if not data.get("policy") or not data.get("task"):
+        raise ConfigError("show --passages N needs --task T and --policy P")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"--passages must be a positive number, got {count!r}")
+    if data.get("png"):
+        raise ConfigError("--png draws one text: use it with --text")
+    max_length = int(data.get("max_length", PretrainConfig.max_length))
+    task = get_task(data["task"], data_dir=data.get("data_dir"), **data.get("task_options", {}))
+    tokenizer = _tokenizer_for(data, task)
+    policy = get_policy(data["policy"], tokenizer, **data.get("policy_options", {}))
+    oracle = uses_gold_spans(policy)
+    shown = task.corpus[:count]
+    rows = encode_passages(tokenizer, shown, max_length=max_length, span_splits=("train", "eval"))
+    print(f"task {task.name}: the first {len(shown)} of {len(task.corpus)} corpus passages as pre-training sees "
+          f"them (max_length {max_length}, gold spans of the train and eval questions)")
+    for i, (passage, word_ids, span_ids) in enumerate(zip(shown, rows["word_ids"], rows["span_ids"]), 1):
+        used = [passage.spans[k] for k in sorted({k for k in span_ids if k >= 0})]
+        if used:
+            status = "gold spans " + ", ".join(f"{passage.text[s.start:s.end]!r} ({s.split})" for s in used)
+        else:
+            status = "no gold span" + (f": salient_span falls back to its {GOLD_SPAN_FALLBACK}" if oracle else "")
+        print(f"\npassage {i}, key {passage.key!r}: {status}")
+        view = policy_view(policy, tokenizer, passage.text, rate=float(data.get("rate", 0.15)),
+                           seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)),
+                           max_length=max_length, extras={"word_ids": word_ids, "span_ids": span_ids})
+        print(render_terminal(view))
     return 0
 
 

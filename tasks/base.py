@@ -74,6 +74,10 @@ class Task:
     """Texts to build the tokenizer from instead of this task's own: a family of tasks
     (the synthetic world's relations) shares one tokenizer, so a policy learned on one
     task can drive another's pre-training."""
+    gold_span_report: dict | None = None
+    """Cloze tasks from files: how many questions got no gold span, per split, and the rule
+    that located them (``tasks.files.locate_answer_spans``); JSON-serialisable. None when
+    the task's spans do not come from locating answers (built-in tasks)."""
 
     def texts_for_tokenizer(self) -> list[str]:
         """Every text the task's tokenizer should cover (corpus, questions, labelled texts),

@@ -30,9 +30,12 @@ Cloze rows (``.jsonl``), one of two forms:
 
 The first answer decides how many ``[MASK]`` tokens are shown; answers may be multi-word.
 Gold spans (the supervision for span-aware policies): each question's first answer is
-looked up (case-sensitive, whole words) in the corpus passages with the question's key, or
-in every passage when the question or the corpus has no keys; each hit becomes a ``Span``
-with the question's split (``train`` / ``eval``).
+looked up (case-sensitive, whole words) in the corpus passages whose key equals the
+question's key exactly, or in every passage when the question or the corpus has no keys;
+each hit becomes a ``Span`` with the question's split (``train`` / ``eval``). Questions
+without any hit are counted per split in ``Task.gold_span_report`` and one ``UserWarning``
+names them, with the likely cause (keys differing only in case, answer only under another
+key) when that is what happened.
 
 Errors (``DataError``) name the file and, for row errors, the line number.
 """
@@ -41,6 +44,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections import defaultdict
 
 import yaml
@@ -189,35 +193,110 @@ def _read_cloze(path: str) -> list[ClozeQuestion]:
     return out
 
 
-def add_answer_spans(corpus: list[Passage], questions: list[tuple[ClozeQuestion, str]]) -> int:
+GOLD_SPAN_RULE = ("answers are located case-sensitively as whole words in passages whose `key` equals the "
+                  "question's key exactly, or in every passage when the question or the corpus has no keys")
+"""How ``locate_answer_spans`` finds gold spans (quoted in warnings, errors and reports)."""
+
+
+def locate_answer_spans(corpus: list[Passage], questions: list[tuple[ClozeQuestion, str]]) -> tuple[int, dict]:
     """Mark each question's first answer in the corpus (whole words, case-sensitive).
 
-    ``questions`` = ``(question, split)`` pairs; returns how many spans were added. With
-    keys on both sides, a question only looks at passages with its key. A word index
-    narrows the candidates before the exact match, so large corpora stay fast.
+    ``questions`` = ``(question, split)`` pairs. With keys on both sides, a question only
+    looks at passages with its key (compared exactly). A word index narrows the candidates
+    before the exact match, so large corpora stay fast. Returns ``(spans added, report)``;
+    the report (JSON-serialisable, stored as ``Task.gold_span_report``) is::
+
+        {"rule": GOLD_SPAN_RULE,
+         "train": {"questions": 40, "without_span": 12,   # no hit in any passage
+                   "key_case": 8,    # of those: found when keys are compared case-insensitively
+                   "other_key": 1},  # found only in passages with another key
+         "eval": {...},
+         "key_case_example": ["Acme", "acme"]}   # (question key, passage key), when key_case > 0
+
+    The two diagnoses only run for questions without a span, over the passages that hold
+    every word of the answer, so they cost little.
     """
     by_key: dict[str, set[int]] = defaultdict(set)
+    by_folded_key: dict[str, set[int]] = defaultdict(set)
     by_word: dict[str, set[int]] = defaultdict(set)
     for i, p in enumerate(corpus):
         if p.key is not None:
             by_key[p.key].add(i)
+            by_folded_key[p.key.casefold()].add(i)
         for w in words_of(p.text):
             by_word[w].add(i)
+    report: dict = {"rule": GOLD_SPAN_RULE}
+    for _, split in questions:
+        report.setdefault(split, {"questions": 0, "without_span": 0, "key_case": 0, "other_key": 0})
+
+    def first_hit(indices: set[int], answer: str) -> int | None:
+        return next((i for i in sorted(indices) if find_whole_word(corpus[i].text, answer)), None)
+
     added = 0
     for question, split in questions:
         answer = question.answers[0]
         words = words_of(answer)
-        candidates = set.intersection(*(by_word.get(w, set()) for w in words)) if words else set(range(len(corpus)))
-        if by_key and question.key is not None:
-            candidates &= by_key.get(question.key, set())
+        holding = set.intersection(*(by_word.get(w, set()) for w in words)) if words else set(range(len(corpus)))
+        keyed = bool(by_key) and question.key is not None
+        candidates = holding & by_key.get(question.key, set()) if keyed else holding
+        hit = False
         for i in sorted(candidates):
             passage = corpus[i]
             for start, end in find_whole_word(passage.text, answer):
+                hit = True
                 span = Span(start, end, split)
                 if span not in passage.spans:
                     passage.spans.append(span)
                     added += 1
-    return added
+        entry = report[split]
+        entry["questions"] += 1
+        if hit:
+            continue
+        entry["without_span"] += 1
+        if not keyed:
+            continue
+        case_hit = first_hit((holding & by_folded_key.get(question.key.casefold(), set())) - candidates, answer)
+        if case_hit is not None:
+            entry["key_case"] += 1
+            report.setdefault("key_case_example", [question.key, corpus[case_hit].key])
+        elif first_hit(holding - candidates, answer) is not None:
+            entry["other_key"] += 1
+    return added, report
+
+
+def add_answer_spans(corpus: list[Passage], questions: list[tuple[ClozeQuestion, str]]) -> int:
+    """``locate_answer_spans`` without the report: how many spans were added."""
+    return locate_answer_spans(corpus, questions)[0]
+
+
+def report_splits(report: dict) -> dict[str, dict]:
+    """The per-split entries of a gold-span report (``{"train": {...}, "eval": {...}}``)."""
+    return {k: v for k, v in report.items() if isinstance(v, dict) and "questions" in v}
+
+
+def gold_span_summary(report: dict) -> str:
+    """One line: how many questions per split have no gold span, the rule, and the likely
+    cause when ``locate_answer_spans`` found one, e.g. "12 of 40 train and 0 of 10 eval
+    questions have no gold span in the corpus (answers are located ...); 8 would match
+    with keys compared case-insensitively (e.g. question key 'Acme', passage key 'acme')"."""
+    splits = report_splits(report).items()
+    counts = " and ".join(f"{e['without_span']} of {e['questions']} {name}" for name, e in splits)
+    text = f"{counts} questions have no gold span in the corpus ({report.get('rule', GOLD_SPAN_RULE)})"
+    key_case = sum(e.get("key_case", 0) for _, e in splits)
+    other_key = sum(e.get("other_key", 0) for _, e in splits)
+    causes = []
+    if key_case:
+        example = report.get("key_case_example")
+        causes.append(f"{key_case} would match with keys compared case-insensitively"
+                      + (f" (e.g. question key {example[0]!r}, passage key {example[1]!r})" if example else ""))
+    if other_key:
+        causes.append(f"{other_key} would match without the key restriction (the answer is only in "
+                      "passages with another key)")
+    return text + ("; " + ", ".join(causes) if causes else "")
+
+
+def questions_without_span(report: dict | None) -> int:
+    return sum(e["without_span"] for e in report_splits(report).values()) if report else 0
 
 
 def load_task_from_files(path: str, seed: int = 0) -> Task:
@@ -243,6 +322,7 @@ def load_task_from_files(path: str, seed: int = 0) -> Task:
 
     corpus = read_corpus(resolve("corpus"))
     eval_corpus = read_corpus(resolve("eval_corpus")) if spec.get("eval_corpus") else []
+    gold_span_report = None
     if kind == "classification":
         train_rows, eval_rows = _read_classification(resolve("train")), _read_classification(resolve("eval"))
         mapping, label_names = _label_mapping([r[2] for r in train_rows + eval_rows])
@@ -251,9 +331,15 @@ def load_task_from_files(path: str, seed: int = 0) -> Task:
     else:
         label_names = []
         train, evaluation = _read_cloze(resolve("train")), _read_cloze(resolve("eval"))
-        add_answer_spans(corpus, [(q, "train") for q in train] + [(q, "eval") for q in evaluation])
+        _, gold_span_report = locate_answer_spans(corpus, [(q, "train") for q in train] +
+                                                  [(q, "eval") for q in evaluation])
+        if questions_without_span(gold_span_report):
+            warnings.warn(f"task {name!r}: {gold_span_summary(gold_span_report)}; the salient_span oracle falls "
+                          "back to its capitalised-word heuristic on passages without gold spans "
+                          f"(see them with: maskpolicy show --task {path} --policy salient_span --passages 5)",
+                          UserWarning, stacklevel=2)
     return Task(name=name, kind=kind, corpus=corpus, train=train, eval=evaluation, label_names=label_names,
-                eval_corpus=eval_corpus,
+                eval_corpus=eval_corpus, gold_span_report=gold_span_report,
                 description=str(spec.get("description") or
                                 f"{kind} task from {spec_path}: {len(corpus)} corpus passages, "
                                 f"{len(train)} train / {len(evaluation)} eval"))

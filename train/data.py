@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import pyarrow.compute as pc
+
 from policies import MaskingPolicy, get_policy
+from policies.errors import DataError
 from tasks.base import Task
 from tasks.features import encode_passages
+from tasks.files import gold_span_summary, report_splits
 from tasks.registry import get_task
 from tasks.tokenizer import tokenizer_for_task
 
@@ -52,4 +57,66 @@ def build_policy(config: PretrainConfig, tokenizer, task: Task, dataset, out_dir
             options["table"] = path
         else:
             options["table"] = table
-    return get_policy(config.policy, tokenizer, **options)
+    policy = get_policy(config.policy, tokenizer, **options)
+    check_gold_spans(task, policy, dataset)
+    return policy
+
+
+GOLD_SPAN_FALLBACK = "capitalised-word heuristic"
+"""What ``salient_span`` masks in a row without gold span tokens (see its module)."""
+
+
+def uses_gold_spans(policy: MaskingPolicy) -> bool:
+    """Whether ``policy`` is the gold-span oracle: ``salient_span`` with ``use_gold_spans``."""
+    return getattr(policy, "name", None) == "salient_span" and bool(getattr(policy, "use_gold_spans", False))
+
+
+def rows_with_gold_spans(dataset) -> int:
+    """How many rows of an encoded corpus have at least one ``span_ids`` entry >= 0 (what
+    the oracle sees after tokenisation and truncation), counted in Arrow, not in Python."""
+    column = dataset.with_format("arrow")["span_ids"].combine_chunks()
+    inside = pc.greater_equal(pc.list_flatten(column), 0).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+    return int(np.unique(parents[inside]).size)
+
+
+def check_gold_spans(task: Task, policy: MaskingPolicy, dataset) -> None:
+    """The gold-span oracle on a cloze task whose corpus rows hold no gold span at all
+    would silently be the heuristic: a ``DataError`` instead, before any training.
+    Classification and corpus tasks have no answers to locate; ``salient_span`` is the
+    heuristic there, as documented."""
+    if task.kind != "cloze" or not uses_gold_spans(policy) or rows_with_gold_spans(dataset):
+        return
+    report = task.gold_span_report
+    if report is not None:
+        why = gold_span_summary(report)
+    elif task.has_spans:
+        why = "its gold spans lie beyond max_length in every passage"
+    else:
+        why = "the task provides no gold spans"
+    raise DataError(f"task {task.name!r}: no corpus passage has a gold span, so the salient_span oracle "
+                    f"(use_gold_spans=true) would only mask by its {GOLD_SPAN_FALLBACK}: {why}; fix the keys or "
+                    "answers, or pass --policy-option use_gold_spans=false to use the heuristic on purpose")
+
+
+def policy_run_info(policy: MaskingPolicy, task: Task, dataset) -> dict:
+    """The run's policy as recorded in results.json and maskpolicy_run.json: its name and
+    options; for the gold-span oracle also ``gold_spans``, what it actually used::
+
+        {"rows": 120, "rows_with_gold": 90, "fallback_rows": 30,
+         "fallback": "capitalised-word heuristic",
+         "questions": {"train": 40, "eval": 10},                # tasks from files only
+         "questions_without_span": {"train": 12, "eval": 0}}    # tasks from files only
+    """
+    info = {"name": policy.name, **policy.config()}
+    if uses_gold_spans(policy):
+        rows, with_gold = len(dataset), rows_with_gold_spans(dataset)
+        gold = {"rows": rows, "rows_with_gold": with_gold, "fallback_rows": rows - with_gold,
+                "fallback": GOLD_SPAN_FALLBACK}
+        report = task.gold_span_report
+        if report:
+            splits = report_splits(report)
+            gold["questions"] = {k: v["questions"] for k, v in splits.items()}
+            gold["questions_without_span"] = {k: v["without_span"] for k, v in splits.items()}
+        info["gold_spans"] = gold
+    return info

@@ -38,7 +38,7 @@ from policies.errors import ArtifactError
 
 from .checkpoint import latest_checkpoint, read_state, save_checkpoint, save_directory_atomic, write_json_atomic
 from .config import PretrainConfig
-from .data import build_policy, corpus_dataset, load_task, resolve_tokenizer
+from .data import build_policy, corpus_dataset, load_task, policy_run_info, resolve_tokenizer
 from .evaluate import evaluate_task
 from .head import logits_at
 from .models import check_model_tokenizer, is_preset, load_masked_lm, preset_model
@@ -187,7 +187,7 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
     train_seconds = time.perf_counter() - loop_start
 
     lm = accelerator.unwrap_model(model)
-    run_info = {"config": config.to_dict(), "policy": {"name": policy.name, **policy.config()}}
+    run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset)}
 
     def write_model(tmp: str) -> None:
         lm.save_pretrained(tmp)
