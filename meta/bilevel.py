@@ -8,9 +8,12 @@ One meta-step:
    input, labelled); the policy's probabilities on them are the soft mask weights ``w``;
 3. hypergradient ``g = dL_out(phi_K(w)) / dw`` [B, T] from one of the backends in
    ``hypergrad.py`` (K differentiable inner MLM steps, then the cloze loss);
-4. the policy learns from ``g`` (``objective``): ``"distill"`` fits the policy to the
-   ``rate`` share of candidates with the most negative ``g`` (the tokens whose masking most
-   lowers the downstream loss), ``"chain"`` back-propagates ``sum g * p`` (the exact chain rule through ``w = p``);
+   With ``context`` the candidates are masked softly in the input (``input_mask``, exactly
+   [MASK] at the candidates), and ``g`` also holds the context side ``dL_out/du``: what
+   hiding each candidate from the other tokens' inputs does downstream;
+4. the policy learns from ``g`` (``objective``): ``"distill"`` fits it to targets made from
+   ``g`` (``targets.py``: helpful tokens 1, harmful 0, neutral in between with the default
+   ``three_way`` rule), ``"chain"`` back-propagates ``sum g * p`` (the exact chain rule through ``w = p``);
 5. co-training (``co_train``): the language model takes an MLM step on masks drawn from
    the current policy ("mlm"), keeps its differentiable inner update ("inner"), or stays
    as it is ("none").
@@ -19,7 +22,6 @@ A step whose hypergradient or loss is not finite is skipped and counted, never a
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +35,7 @@ from tasks.base import Task
 from tasks.features import encode_cloze, encode_passages
 
 from .hypergrad import InnerConfig, hypergradient, prepare_for_meta
+from .targets import TARGET_RULES, balanced_weights, distill_targets, otsu_split  # noqa: F401  (otsu_split: re-export)
 
 
 @dataclass
@@ -43,12 +46,14 @@ class MetaConfig:
     inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=1, lr=0.05, optimizer="sgd"))
     explore_rate: float = 0.3  # share of inner tokens that are candidates in a meta-step
     objective: str = "distill"  # distill | chain
-    targets: str = "split"  # distill positives: "split" = candidates above the largest between-class-
-    #   variance split of -g (Otsu), at most the rate share: fewer when fewer tokens carry signal
-    #   than the budget holds; "share" = exactly the rate share with the most negative g. Split vs
-    #   share, cloze EM after 1,000 intermediate steps, birthplace seeds 0 / 2: 0.99 / 0.99 against
-    #   0.61 / 0.31 (answer recall 1.0 either way: share also labels next-best tokens); harbour
-    #   world after 3,000 steps: 0.99 against 0.94
+    targets: str = "three_way"  # distillation targets (targets.py): "three_way" = helpful 1, harmful 0,
+    #   the rest ``neutral_target``; "split" = helpful 1 (candidates above the Otsu split of -g, at
+    #   most the rate share), the rest 0; "share" = exactly the rate share with the most negative g.
+    #   Split vs share, cloze EM after 1,000 intermediate steps, birthplace seeds 0 / 2: 0.99 / 0.99
+    #   against 0.61 / 0.31 (answer recall 1.0 either way: share also labels next-best tokens)
+    neutral_target: float | None = None  # three_way: target of neutral candidates (None = rate)
+    balance: bool = True  # up-weight positives (negatives/positives, at most 20) so that p >= 0.5 on them
+    context: bool = True  # g includes the context side: what hiding a candidate from the input does
     rate: float = 0.15  # the budget the policy is used with (distillation targets)
     policy_lr: float = 3e-3
     co_train: str = "none"  # none: the LM stays as warmed up (default: the strongest signal,
@@ -71,8 +76,10 @@ class MetaConfig:
             raise ConfigError(f"co_train must be mlm, inner or none, got {self.co_train!r}")
         if self.objective not in ("distill", "chain"):
             raise ConfigError(f"objective must be distill or chain, got {self.objective!r}")
-        if self.targets not in ("share", "split"):
-            raise ConfigError(f"targets must be share or split, got {self.targets!r}")
+        if self.targets not in TARGET_RULES:
+            raise ConfigError(f"targets must be one of {', '.join(TARGET_RULES)}, got {self.targets!r}")
+        if self.neutral_target is not None and not 0.0 <= self.neutral_target < 1.0:
+            raise ConfigError(f"neutral_target must be in [0, 1) or None, got {self.neutral_target!r}")
         for name in ("meta_steps", "outer_batch", "policy_lr", "max_length"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -124,41 +131,6 @@ def explore(inner: dict, policy: LearnedPolicy, rate: float, generator: torch.Ge
             "labels": labels, "original_ids": ids}
 
 
-def otsu_split(values: torch.Tensor) -> float:
-    """The threshold between the two classes of 1-D ``values`` with the largest between-class
-    variance (Otsu): the lowest value of the upper class."""
-    x, _ = values.detach().double().sort()
-    n = x.numel()
-    if n < 2:
-        return float(x[0]) if n else math.inf
-    k = torch.arange(1, n, dtype=x.dtype)  # lower class = x[:k]
-    csum = x.cumsum(0)[:-1]
-    mean_low, mean_high = csum / k, (x.sum() - csum) / (n - k)
-    between = k * (n - k) * (mean_high - mean_low) ** 2
-    return float(x[int(between.argmax()) + 1])
-
-
-def distill_targets(g: torch.Tensor, candidates: torch.Tensor, rate: float, rule: str = "share") -> torch.Tensor:
-    """[B, T] 0/1 targets: the ``rate`` share of the batch's candidates with the most negative
-    hypergradient (masking them lowers the downstream loss most), and only where g < 0.
-
-    The share is taken over the whole batch, not per sequence: candidates are a random
-    subset of the tokens, so a per-sequence top-k would call positive whatever happened to
-    be explored in a sequence that holds nothing worth masking."""
-    flat = torch.where(candidates, -g, torch.full_like(g, -math.inf)).flatten()
-    n_pos = max(1, int(round(rate * int(candidates.sum()))))
-    top = torch.zeros_like(flat, dtype=torch.bool)
-    top[flat.topk(n_pos).indices] = True
-    top = top.view_as(g) & candidates & (g < 0)
-    if rule == "split" and int(top.sum()) > 1:
-        # -g of helpful tokens: when signal-bearing tokens are rarer than the budget (the
-        # harbour world: answers in half the passages), the share rule labels the next-best
-        # tokens positive too; the split keeps only the clearly separated upper class.
-        helpful = -g[candidates & (g < 0)]
-        top = top & (-g >= otsu_split(helpful))
-    return top.float()
-
-
 def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaConfig, *,
                progress: bool = True, on_eval=None) -> dict:
     """Train ``policy`` by meta-gradients on ``task``; returns a report (history, skipped)."""
@@ -180,20 +152,26 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
         policy.train()
         probs = policy(inner["original_ids"], inner["attention_mask"])  # [B, T], differentiable
         candidates = inner["labels"] != -100
+        hyper_inner = {k: inner[k] for k in ("input_ids", "attention_mask", "labels")}
+        if config.context:  # unmasked ids, masked softly: same forward, plus d/du
+            hyper_inner.update(input_ids=inner["original_ids"], mask_token_id=policy.vocab.mask_id)
         try:
-            result = hypergradient(lm, {k: inner[k] for k in ("input_ids", "attention_mask", "labels")},
-                                   probs.detach().to(next(lm.parameters()).dtype), outer, config.inner,
-                                   backend=config.backend)
+            result = hypergradient(lm, hyper_inner, probs.detach().to(next(lm.parameters()).dtype), outer,
+                                   config.inner, backend=config.backend,
+                                   input_mask=candidates.float() if config.context else None)
         except MaskpolicyError as err:  # NaN guard: skip, report, leave policy and LM untouched
             skipped += 1
             bar.write(f"meta-step {step} skipped: {err}")
             continue
-        g = result.grad.to(probs.dtype)
+        g = result.grad.to(probs.dtype)  # [B, T], 0 outside the candidates
+        if config.context:
+            g = g + torch.where(candidates, result.input_grad.to(probs.dtype), torch.zeros_like(g))
         maskable = policy.maskable(inner["original_ids"], inner["attention_mask"])
         if config.objective == "distill":
-            target = distill_targets(g, candidates, config.rate, config.targets)
+            target = distill_targets(g, candidates, config.rate, config.targets, config.neutral_target)
+            weight = balanced_weights(target, candidates) if config.balance else candidates.to(g.dtype)
             logits = policy.logits(inner["original_ids"], inner["attention_mask"])
-            loss = F.binary_cross_entropy_with_logits(logits[candidates], target[candidates])
+            loss = F.binary_cross_entropy_with_logits(logits[candidates], target[candidates], weight=weight[candidates])
         else:  # exact chain rule through w = p, scale-free: g normalised by its mean magnitude
             scale = g[candidates].abs().mean().clamp_min(1e-12)
             loss = (g / scale * probs)[candidates].sum() / candidates.sum()

@@ -36,6 +36,16 @@ Cost (benchmarks/meta_step_cost.py, CPU): the double backward of ``func`` costs 
 forward, so ``fd`` (two forwards) is not faster than ``func``; its gains are memory (no graph
 of the gradient) and needing no second-order autograd at all (fused attention, DDP).
 
+Context side (``input_mask``): masking a token also hides it from the other tokens' inputs,
+which loss weights cannot see (masking an entity's name together with its attribute hides
+the very association a question asks about). With ``input_mask`` = a [B, T] amount ``u`` in
+[0, 1] (1 at the candidates) and the *unmasked* ``input_ids``, the inner forward mixes each
+word embedding toward [MASK]'s by ``u`` (``inner.input_masking``: the same forward values as
+[MASK] ids at u = 1), and every backend also returns ``input_grad = dL_out(phi_K)/du`` [B, T]
+for all positions: ``func``/``higher`` differentiate it exactly with ``w`` (one double backward
+for K=1 SGD); ``fd`` differentiates its two perturbed forward passes with respect to ``u``
+(first-order autograd only), ``-lr d/du (L_in(phi_0 + eps v, u) - L_in(phi_0 - eps v, u)) / (2 eps)``.
+
 Non-finite L_out or g raises ``MaskpolicyError`` (the caller skips the step and reports it).
 Meta-steps need eager attention (double backward through SDPA kernels fails on some
 torch/transformers versions): call ``prepare_for_meta(lm)`` once before the first meta-step.
@@ -76,6 +86,7 @@ class HyperResult:
     outer_loss: float  # L_out(phi_K)
     inner_loss: float  # L_in(phi_0, w)
     updated: dict[str, torch.Tensor]  # phi_K (detached) for the updated parameter names, for co-training
+    input_grad: torch.Tensor | None = None  # [B, T] dL_out/du when an input mask u was given, 0 at padding
 
 
 def prepare_for_meta(lm: torch.nn.Module) -> torch.nn.Module:
@@ -94,7 +105,8 @@ def prepare_for_meta(lm: torch.nn.Module) -> torch.nn.Module:
 class _Problem:
     """Everything the backends share: batches on the model's device, masks, counts, parameter split."""
 
-    def __init__(self, lm, inner: dict, weights: torch.Tensor, outer: dict, config: InnerConfig) -> None:
+    def __init__(self, lm, inner: dict, weights: torch.Tensor, outer: dict, config: InnerConfig,
+                 input_mask: torch.Tensor | None = None) -> None:
         config.validate()
         device, dtype = model_device(lm), model_dtype(lm)
         self.lm, self.config = lm, config
@@ -108,6 +120,13 @@ class _Problem:
         _, self.n_out = labelled(self.outer, "outer")
         self.w_dtype, self.w_device = weights.dtype, weights.device
         self.w = weights.detach().to(device=device, dtype=dtype)  # [B, T] in the model's dtype
+        self.u = None  # [B, T] input-mask amounts (context side), or None
+        if input_mask is not None:
+            if tuple(input_mask.shape) != tuple(labels.shape):
+                raise DataError(f"input_mask shape {tuple(input_mask.shape)} != inner labels shape {tuple(labels.shape)}")
+            if self.inner.get("mask_token_id") is None:
+                raise DataError("an input_mask needs the inner batch's 'mask_token_id'")
+            self.u = input_mask.detach().to(device=device, dtype=dtype)
         self.names = select_params(lm, config.params)
         chosen = set(self.names)
         params = dict(lm.named_parameters())
@@ -115,7 +134,16 @@ class _Problem:
         self.phi0 = {n: params[n].detach().requires_grad_() for n in self.names}
         self.frozen = {n: p.detach() for n, p in params.items() if n not in chosen}
 
-    def result(self, grad: torch.Tensor | None, l_out: torch.Tensor, l_in: float, phi_k: dict) -> HyperResult:
+    def leaves(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fresh differentiable copies of (w, u)."""
+        return self.w.clone().requires_grad_(), None if self.u is None else self.u.clone().requires_grad_()
+
+    def batch(self, u: torch.Tensor | None) -> dict:
+        """The inner batch, soft-masked by ``u`` when the context side is asked for."""
+        return self.inner if u is None else {**self.inner, "input_mask": u}
+
+    def result(self, grad: torch.Tensor | None, l_out: torch.Tensor, l_in: float, phi_k: dict,
+               input_grad: torch.Tensor | None = None) -> HyperResult:
         l_out = float(l_out)
         if not math.isfinite(l_out):
             raise MaskpolicyError(
@@ -126,8 +154,16 @@ class _Problem:
         if not bool(torch.isfinite(grad).all()):
             raise MaskpolicyError(f"meta-step: hypergradient has {int((~torch.isfinite(grad)).sum())} non-finite "
                                   f"entries (outer loss {l_out}); skip this step")
+        if self.u is not None:
+            real = self.inner["attention_mask"].bool() if "attention_mask" in self.inner else torch.ones_like(self.mask)
+            input_grad = torch.zeros_like(self.u) if input_grad is None else input_grad.detach()
+            input_grad = torch.where(real, input_grad, torch.zeros_like(input_grad))
+            if not bool(torch.isfinite(input_grad).all()):
+                raise MaskpolicyError(f"meta-step: input-mask hypergradient is not finite (outer loss {l_out}); skip this step")
+            input_grad = input_grad.to(device=self.w_device, dtype=self.w_dtype)
         return HyperResult(grad=grad.to(device=self.w_device, dtype=self.w_dtype), outer_loss=l_out,
-                           inner_loss=float(l_in), updated={n: phi_k[n].detach() for n in self.names})
+                           inner_loss=float(l_in), updated={n: phi_k[n].detach() for n in self.names},
+                           input_grad=input_grad if self.u is not None else None)
 
 
 def _outer_value_and_grad(p: _Problem, phi: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -139,25 +175,27 @@ def _outer_value_and_grad(p: _Problem, phi: dict) -> tuple[torch.Tensor, dict[st
 
 def _func_one_step_sgd(p: _Problem) -> HyperResult:
     """K=1 SGD: g = -lr * d/dw <grad_phi L_in(phi_0, w), v>, v = grad L_out(phi_1) (one double backward)."""
-    w = p.w.clone().requires_grad_()
-    phi1, l_in, g0 = unroll(p.lm, p.frozen, p.phi0, p.inner, w, p.mask, p.n_in, p.config, create_graph=True)
+    w, u = p.leaves()
+    phi1, l_in, g0 = unroll(p.lm, p.frozen, p.phi0, p.batch(u), w, p.mask, p.n_in, p.config, create_graph=True)
     phi1 = {n: t.detach() for n, t in phi1.items()}  # the step itself is not differentiated
     l_out, v = _outer_value_and_grad(p, phi1)
     _check_outer(p, l_out, l_in)
-    # Vector-Jacobian product of the inner gradient (a function of w) with v: <grad L_in, v> / dw.
+    # Vector-Jacobian product of the inner gradient (a function of w, u) with v: <grad L_in, v> / d(w, u).
     live = [n for n in p.names if g0[n].requires_grad]
-    grad = torch.autograd.grad([g0[n] for n in live], w, grad_outputs=[v[n] for n in live], allow_unused=True)[0]
-    return p.result(None if grad is None else -p.config.lr * grad, l_out, l_in, phi1)
+    wrt = [w] if u is None else [w, u]
+    grads = torch.autograd.grad([g0[n] for n in live], wrt, grad_outputs=[v[n] for n in live], allow_unused=True)
+    grad, input_grad = [None if g is None else -p.config.lr * g for g in grads] + [None] * (2 - len(grads))
+    return p.result(grad, l_out, l_in, phi1, input_grad)
 
 
 def _func_unrolled(p: _Problem) -> HyperResult:
     """Exact: differentiate L_out through all K (create_graph) inner steps."""
-    w = p.w.clone().requires_grad_()
-    phik, l_in, _ = unroll(p.lm, p.frozen, p.phi0, p.inner, w, p.mask, p.n_in, p.config, create_graph=True)
+    w, u = p.leaves()
+    phik, l_in, _ = unroll(p.lm, p.frozen, p.phi0, p.batch(u), w, p.mask, p.n_in, p.config, create_graph=True)
     l_out = outer_loss(p.lm, {**p.frozen, **phik}, p.outer, p.n_out)
     _check_outer(p, l_out, l_in)
-    grad = torch.autograd.grad(l_out, w, allow_unused=True)[0]
-    return p.result(grad, l_out.detach(), l_in, phik)
+    grads = torch.autograd.grad(l_out, [w] if u is None else [w, u], allow_unused=True)
+    return p.result(grads[0], l_out.detach(), l_in, phik, grads[1] if u is not None else None)
 
 
 def _check_outer(p: _Problem, l_out: torch.Tensor, l_in: float) -> None:
@@ -183,7 +221,7 @@ def _higher(p: _Problem) -> HyperResult:
     else:
         opt = torch.optim.Adam(chosen, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     flags = {n: t.requires_grad for n, t in params.items()}
-    w = p.w.clone().requires_grad_()
+    w, u = p.leaves()
     try:
         # higher copies lm's parameters with their requires_grad flags: frozen ones get no
         # gradient at all (not merely no update), and lm itself is never written.
@@ -193,7 +231,7 @@ def _higher(p: _Problem) -> HyperResult:
         with higher.innerloop_ctx(lm, opt, copy_initial_weights=True, track_higher_grads=True) as (fmodel, diffopt):
             l_in = float("nan")
             for k in range(1, cfg.steps + 1):
-                loss = _weighted(fmodel, p, w)
+                loss = _weighted(fmodel, p, w, u)
                 if k == 1:
                     l_in = float(loss.detach())
                 override = None
@@ -202,18 +240,18 @@ def _higher(p: _Problem) -> HyperResult:
                 diffopt.step(loss, override=override)
             l_out = outer_loss(fmodel, None, p.outer, p.n_out)
             _check_outer(p, l_out, l_in)
-            grad = torch.autograd.grad(l_out, w, allow_unused=True)[0]
+            grads = torch.autograd.grad(l_out, [w] if u is None else [w, u], allow_unused=True)
             # fast_params follows lm.parameters() order, which is named_parameters() order.
             phik = dict(zip(params, fmodel.fast_params))
-            return p.result(grad, l_out.detach(), l_in, phik)
+            return p.result(grads[0], l_out.detach(), l_in, phik, grads[1] if u is not None else None)
     finally:
         for n, t in params.items():
             t.requires_grad_(flags[n])
 
 
-def _weighted(fmodel, p: _Problem, w: torch.Tensor) -> torch.Tensor:
+def _weighted(fmodel, p: _Problem, w: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     wm = torch.where(p.mask, w, torch.zeros_like(w))
-    return (wm * per_token_loss(fmodel, None, p.inner)).sum() / p.n_in
+    return (wm * per_token_loss(fmodel, None, p.batch(u))).sum() / p.n_in
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -236,28 +274,38 @@ def _fd(p: _Problem, fd_eps: float | None) -> HyperResult:
     """
     device = model_device(p.lm)
     start = _rng_state(device)
-    phik, l_in, _ = unroll(p.lm, p.frozen, p.phi0, p.inner, p.w, p.mask, p.n_in, p.config, create_graph=False)
+    phik, l_in, _ = unroll(p.lm, p.frozen, p.phi0, p.batch(p.u), p.w, p.mask, p.n_in, p.config, create_graph=False)
     l_out, v = _outer_value_and_grad(p, phik)
     _check_outer(p, l_out, l_in)
     end = _rng_state(device)  # where the caller's random stream continues afterwards
+    u = None if p.u is None else p.u.clone().requires_grad_()
     with torch.no_grad():
         norm = torch.sqrt(sum((t.double() ** 2).sum() for t in v.values()))
-        eps = 1e-2 / (float(norm) + 1e-12) if fd_eps is None else fd_eps
-        losses = []
+    eps = 1e-2 / (float(norm) + 1e-12) if fd_eps is None else fd_eps
+    losses = []
+    # Parameters are constants here; only u (context side) is differentiated, first order.
+    with torch.set_grad_enabled(u is not None):
         for sign in (1.0, -1.0):
             _set_rng_state(device, start)
-            shifted = {n: p.phi0[n] + (sign * eps) * v[n] for n in p.names}
-            losses.append(per_token_loss(p.lm, {**p.frozen, **shifted}, p.inner))  # [B, T]
-        _set_rng_state(device, end)
-        grad = -p.config.lr / p.n_in * (losses[0] - losses[1]) / (2.0 * eps)  # [B, T] ~ -lr/N <grad l_i(phi_0), v>
-    return p.result(grad, l_out, l_in, phik)
+            shifted = {n: (p.phi0[n] + (sign * eps) * v[n]).detach() for n in p.names}
+            losses.append(per_token_loss(p.lm, {**p.frozen, **shifted}, p.batch(u)))  # [B, T]
+    _set_rng_state(device, end)
+    diff = (losses[0] - losses[1]) / (2.0 * eps)  # [B, T] ~ <grad l_i(phi_0), v>
+    grad = -p.config.lr / p.n_in * diff.detach()
+    input_grad = None
+    if u is not None:  # d/du of <grad L_in(phi_0, w, u), v>, L_in = sum_i w_i l_i / N
+        weighted = (torch.where(p.mask, p.w, torch.zeros_like(p.w)) * diff).sum() / p.n_in
+        input_grad = -p.config.lr * torch.autograd.grad(weighted, u)[0]
+    return p.result(grad, l_out, l_in, phik, input_grad)
 
 
 def hypergradient(
     lm, inner: dict, weights: torch.Tensor, outer: dict, config: InnerConfig,
-    backend: str = "func", fd_eps: float | None = None,
+    backend: str = "func", fd_eps: float | None = None, input_mask: torch.Tensor | None = None,
 ) -> HyperResult:
-    """dL_out(phi_K(w))/dw for per-token inner weights ``weights`` [B, T] (see the module doc).
+    """dL_out(phi_K(w))/dw for per-token inner weights ``weights`` [B, T] (see the module doc);
+    with ``input_mask`` (u [B, T], the inner batch then holds unmasked ``input_ids`` and
+    ``mask_token_id``) also ``input_grad = dL_out/du``, the context side of masking.
 
     Raises ConfigError (bad config/backend/fd_eps), DataError (no labelled positions, shape
     mismatch) and MaskpolicyError (non-finite outer loss or hypergradient: skip the step).
@@ -266,7 +314,7 @@ def hypergradient(
         raise ConfigError(f"unknown hypergradient backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if fd_eps is not None and (not isinstance(fd_eps, (int, float)) or not math.isfinite(fd_eps) or fd_eps <= 0):
         raise ConfigError(f"fd_eps must be a finite number > 0 (or None for the default), got {fd_eps!r}")
-    problem = _Problem(lm, inner, weights, outer, config)
+    problem = _Problem(lm, inner, weights, outer, config, input_mask)
     try:
         with torch.enable_grad():
             if backend == "func":
@@ -282,7 +330,8 @@ def hypergradient(
         raise
 
 
-def func_unrolled(lm, inner: dict, weights: torch.Tensor, outer: dict, config: InnerConfig) -> HyperResult:
+def func_unrolled(lm, inner: dict, weights: torch.Tensor, outer: dict, config: InnerConfig,
+                  input_mask: torch.Tensor | None = None) -> HyperResult:
     """The ``func`` backend without the K=1 SGD shortcut (always unrolled); for checks and timing."""
     with torch.enable_grad():
-        return _func_unrolled(_Problem(lm, inner, weights, outer, config))
+        return _func_unrolled(_Problem(lm, inner, weights, outer, config, input_mask))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -104,8 +104,34 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+@contextmanager
+def input_masking(lm, amount: torch.Tensor, mask_token_id: int):
+    """Inside, ``lm``'s word embeddings are mixed toward the mask token's:
+    ``e_t <- (1 - a_t) e_t + a_t e_[MASK]`` with ``amount`` a [B, T] in [0, 1]. At ``a_t = 1`` the
+    input is exactly a [MASK] at t, at 0 the token itself; in between it is differentiable, so
+    ``d loss / d a_t`` says what hiding token t from the input does (the context side of
+    masking, which per-token loss weights cannot see). A forward hook on the input-embedding
+    module: it reads the module's own weight, so it follows ``functional_call`` and ``higher``'s
+    fast weights alike."""
+    module = lm.get_input_embeddings()
+
+    def mix(mod, args, out):  # out: [B, T, H]
+        a = amount.to(out.dtype).unsqueeze(-1)  # [B, T, 1]
+        return out * (1.0 - a) + mod.weight[mask_token_id] * a
+
+    hook = module.register_forward_hook(mix)
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
 def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     """[B, T] MLM cross-entropy per token, 0 where ``labels == -100``.
+
+    A batch with ``input_mask`` ([B, T] floats, and ``mask_token_id``) feeds its unmasked
+    ``input_ids`` through ``input_masking``: the soft-masked input of the context-aware
+    hypergradient (``hypergrad.py``).
 
     With ``params`` the model runs on those tensors (``functional_call``; names it lacks fall
     back to the module's own). ``lm`` may also be a ``higher`` patched module (``params=None``).
@@ -121,7 +147,11 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     kwargs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
     gathered = isinstance(head, torch.nn.Module)
-    with projection_at(head, mask) if gathered else nullcontext():
+    with ExitStack() as stack:
+        if gathered:
+            stack.enter_context(projection_at(head, mask))
+        if batch.get("input_mask") is not None:
+            stack.enter_context(input_masking(lm, batch["input_mask"], int(batch["mask_token_id"])))
         out = lm(**kwargs) if params is None else functional_call(lm, params, args=(), kwargs=kwargs)
     logits = out.logits  # [n, V] (gathered) or [B, T, V]
     if not gathered:

@@ -18,7 +18,7 @@ from .base import MaskingPolicy
 from .configs import config_from_dict
 from .corruption import CorruptionConfig, corrupt, replacement_candidates
 from .errors import ConfigError, MaskpolicyError
-from .sampler import check_rate, sample_mask
+from .sampler import check_fill, check_rate, sample_mask
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 """Batch keys handed on to the model; every other key is a policy extra and is consumed."""
@@ -31,9 +31,15 @@ class MaskingConfig:
     random_replace_prob: float = 0.1
     deterministic: bool = False  # top-k of the probabilities instead of sampling
     fill_zero: bool = True  # fill the budget with zero-probability tokens when needed
+    # What fills the budget beyond the tokens the policy selects (p >= select_threshold):
+    # "ranking" (the policy's own tail), "random" (uniform among the rest) or "none" (fewer
+    # masks). See sampler.py.
+    fill: str = "ranking"
+    select_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         check_rate(self.rate)
+        check_fill(self.fill, self.select_threshold)
         self.corruption  # validates the 80/10/10 split
 
     @property
@@ -86,6 +92,8 @@ class Masker:
             generator=generator,
             deterministic=self.config.deterministic,
             fill_zero=self.config.fill_zero,
+            fill=self.config.fill,
+            select_threshold=self.config.select_threshold,
         )
         return mask, probs
 

@@ -10,6 +10,19 @@ Zero-probability tokens are still maskable: they are taken only after every posi
 (uniformly at random among themselves) so that the budget stays exact; ``fill_zero=False``
 masks positive tokens only (for policies such as selective masking that may mask fewer).
 
+Filling the budget (``fill``) is an explicit choice, the same for every policy. A policy
+*selects* the tokens (units) whose probability is at least ``select_threshold`` (0.5); what
+fills the rest of the budget:
+
+- ``"ranking"`` (default): nothing special: every token competes by its probability, so a
+  policy that selects fewer tokens than the budget fills it from its own low-probability
+  tail (and a selected token may lose to an unselected one in a Gumbel draw);
+- ``"random"``: the selected tokens first (drawn by probability when they exceed the
+  budget), then uniformly at random among the tokens the policy does not select: the tail
+  of the ranking is ignored, so it cannot hide anything systematically;
+- ``"none"``: the selected tokens only, at most the budget: fewer masks when the policy
+  selects fewer (as selective masking does).
+
 Units (whole words, spans, n-grams) are kept whole: a unit is drawn with the mean
 probability of its tokens and taken only while it fits in the remaining budget (greedy in
 key order, skipping units that do not fit). Whole-unit masks therefore never exceed ``k``
@@ -24,6 +37,16 @@ import torch
 from .errors import ConfigError, MaskpolicyError
 
 _ZERO_KEY = -1.0e4  # key of zero-probability tokens: below log(p) for any usable p > 0
+_SELECTED = 1.0e5  # added to selected tokens' keys ("random" fill): above any unselected key
+FILL_MODES = ("ranking", "random", "none")
+
+
+def check_fill(fill: str, select_threshold: float) -> None:
+    if fill not in FILL_MODES:
+        raise ConfigError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+    if isinstance(select_threshold, bool) or not isinstance(select_threshold, (int, float)) \
+            or not 0.0 < float(select_threshold) <= 1.0:
+        raise ConfigError(f"select_threshold must be in (0, 1], got {select_threshold!r}")
 
 
 def check_rate(rate: float) -> float:
@@ -46,17 +69,26 @@ def check_probs(probs: torch.Tensor) -> None:
         raise MaskpolicyError("the policy returned mask probabilities outside [0, 1]")
 
 
-def _keys(probs: torch.Tensor, maskable: torch.Tensor, generator, deterministic: bool, fill_zero: bool):
+def _keys(probs: torch.Tensor, maskable: torch.Tensor, generator, deterministic: bool, fill_zero: bool,
+          fill: str = "ranking", select_threshold: float = 0.5):
     """[B, N] ranking keys: higher = masked first; -inf = never masked."""
     p = probs.to(torch.float32)
     positive = maskable & (p > 0)
     keys = torch.where(positive, torch.log(p.clamp_min(1e-30)), torch.full_like(p, _ZERO_KEY))
-    if not deterministic:
+    gumbel = None
+    if not deterministic or fill == "random":
         device = p.device if generator is None else generator.device
         u = torch.rand(p.shape, generator=generator, device=device).to(p.device)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+    if not deterministic:
         keys = keys + gumbel
     usable = positive if not fill_zero else maskable
+    if fill != "ranking":
+        selected = maskable & (p >= select_threshold)
+        # "random": unselected tokens are ordered by the noise alone (uniform without
+        # replacement), below every selected one; "none": never taken.
+        rest = gumbel if fill == "random" else torch.full_like(keys, -math.inf)
+        keys = torch.where(selected, keys + _SELECTED, rest)
     return torch.where(usable, keys, torch.full_like(keys, -math.inf))
 
 
@@ -77,8 +109,10 @@ def sample_mask(
     generator: torch.Generator | None = None,
     deterministic: bool = False,
     fill_zero: bool = True,
+    fill: str = "ranking",
+    select_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """[B, T] bool mask with the exact budget (see module doc).
+    """[B, T] bool mask with the exact budget (see module doc; ``fill="none"`` may mask fewer).
 
     probs: [B, T] float in [0, 1]; maskable: [B, T] bool; units: [B, T] long unit id per
     token (any ids in [0, T), equal id = same unit; -1 where not maskable) or None for
@@ -86,15 +120,17 @@ def sample_mask(
     """
     check_rate(rate)
     check_probs(probs)
+    check_fill(fill, select_threshold)
     maskable = maskable.bool()
     k = mask_budget(maskable, rate)
+    how = (generator, deterministic, fill_zero, fill, select_threshold)
     if units is None:
-        keys = _keys(probs, maskable, generator, deterministic, fill_zero)
+        keys = _keys(probs, maskable, *how)
         return _top_k_rows(keys, k) & maskable
-    return _sample_units(probs, maskable, units, k, generator, deterministic, fill_zero)
+    return _sample_units(probs, maskable, units, k, how)
 
 
-def _sample_units(probs, maskable, units, k, generator, deterministic, fill_zero):
+def _sample_units(probs, maskable, units, k, how):
     B, T = probs.shape
     units = torch.where(maskable, units.long(), torch.full_like(units.long(), -1))
     slot = torch.where(units >= 0, units, torch.full_like(units, T))  # T = bin for non-maskable
@@ -106,7 +142,7 @@ def _sample_units(probs, maskable, units, k, generator, deterministic, fill_zero
     size, psum = size[:, :T], psum[:, :T]
     exists = size > 0
     unit_p = torch.where(exists, psum / size.clamp(min=1), torch.zeros_like(psum))
-    keys = _keys(unit_p, exists, generator, deterministic, fill_zero)
+    keys = _keys(unit_p, exists, *how)  # a unit is selected when its mean probability reaches the threshold
     order = torch.argsort(keys, dim=1, descending=True, stable=True)
     size_o = torch.gather(size, 1, order)
     ok_o = torch.isfinite(torch.gather(keys, 1, order))

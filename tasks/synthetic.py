@@ -72,6 +72,14 @@ PREFIXES = ["", "", "", "as the old records show ,", "it is said that", "in this
             "according to the village ,", "some years ago", "without a doubt"]
 SUFFIXES = ["", "", "", "long ago", "so they say", "in those days", "as expected", "indeed"]
 
+# answer_words=2: each value gets a second word, before or after it ("Velmora Ford").
+QUALIFIERS: dict[str, tuple[str, list[str]]] = {
+    "birthplace": ("after", ["Ford", "Cross", "Marsh", "Mouth", "Hythe", "Barrow"]),
+    "profession": ("before", ["master", "junior", "head", "night", "chief", "royal"]),
+    "colour": ("before", ["dark", "light", "pale", "deep", "bright", "dull"]),
+    "employer": ("after", ["Group", "Works", "Trading", "Holdings", "Mills", "Guild"]),
+}
+
 _ONSETS = ["br", "dr", "k", "m", "t", "v", "l", "s", "th", "gr", "z", "r", "n", "p", "h", "f", "j", "w"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io"]
 _CODAS = ["", "n", "k", "th", "r", "l", "s", "m", "x", "v"]
@@ -92,6 +100,18 @@ class SyntheticWorldConfig:
     whole_world_corpus: bool = False
     """A relation's task pre-trains on the sentences of that relation only (default), or on
     the whole world (every relation; 4x the text, the answers a quarter of it)."""
+    facts_per_passage: int = 1
+    """Harder variant: a passage states this many facts about one entity, one sentence each,
+    the entity named in every sentence (so the subject recurs next to every value). Each
+    round ``j < sentences_per_fact`` shuffles the j-th sentences of every relation and cuts
+    them into passages of this many (the last of a round may be shorter when it does not
+    divide the number of relations); a relation's task keeps the passages stating its fact."""
+    answer_words: int = 1
+    """Harder variant: 2 makes every value two words ("Velmora Ford", "master baker", "dark
+    red", "Quorvex Group"): answers of two tokens that must both be masked and recalled."""
+    question_fillers: bool = False
+    """Questions are the relation's first template with no filler (default: the corpus's
+    fillers never appear in a question); True prefixes each with a corpus filler phrase."""
 
     def __post_init__(self) -> None:
         if isinstance(self.relations, str):
@@ -107,6 +127,14 @@ class SyntheticWorldConfig:
         most = min(len(t) for t in TEMPLATES.values())
         if not isinstance(self.sentences_per_fact, int) or not 1 <= self.sentences_per_fact <= most:
             raise ConfigError(f"sentences_per_fact must be in [1, {most}], got {self.sentences_per_fact!r}")
+        if (isinstance(self.facts_per_passage, bool) or not isinstance(self.facts_per_passage, int)
+                or not 1 <= self.facts_per_passage <= len(self.relations)):
+            raise ConfigError(f"facts_per_passage must be an int in [1, {len(self.relations)}] (the number of "
+                              f"relations), got {self.facts_per_passage!r}")
+        if self.answer_words not in (1, 2) or isinstance(self.answer_words, bool):
+            raise ConfigError(f"answer_words must be 1 or 2, got {self.answer_words!r}")
+        if not isinstance(self.question_fillers, bool):
+            raise ConfigError(f"question_fillers must be true or false, got {self.question_fillers!r}")
 
 
 @dataclass
@@ -136,8 +164,16 @@ def build_world(config: SyntheticWorldConfig) -> World:
     reserved = {w for vals in VALUES.values() for w in vals}
     reserved |= {w for ts in TEMPLATES.values() for t in ts for w in t.split()}
     reserved |= {w for phrase in PREFIXES + SUFFIXES for w in phrase.split()}
+    if config.answer_words == 2:  # only then, so that default worlds stay exactly as they were
+        reserved |= {w for _, words in QUALIFIERS.values() for w in words}
     entities = invent_names(rng, config.num_entities, reserved)
     facts = {e: {r: rng.choice(VALUES[r]) for r in TEMPLATES} for e in entities}
+    if config.answer_words == 2:  # own stream: the one-word facts above are the same as in the default world
+        qrng = random.Random(f"synthetic-qualifiers-{config.seed}")
+        for e in entities:
+            for r, (where, words) in QUALIFIERS.items():
+                q = qrng.choice(words)
+                facts[e][r] = f"{facts[e][r]} {q}" if where == "after" else f"{q} {facts[e][r]}"
     shuffled = entities[:]
     rng.shuffle(shuffled)
     n_eval = max(1, min(len(entities) - 1, round(config.eval_fraction * len(entities))))
@@ -158,6 +194,23 @@ def _sentence(rng: random.Random, template: str, entity: str, value: str) -> tup
     return text, start, start + len(value)
 
 
+def _passage_groups(sentences: dict[str, list[tuple[str, int, int]]], config: SyntheticWorldConfig,
+                    rng: random.Random) -> list[list[tuple[str, tuple[str, int, int]]]]:
+    """One entity's sentences grouped into passages, as (relation, sentence) lists.
+
+    One fact per passage (default): every sentence alone, relation by relation. Else each
+    round j shuffles the j-th sentence of every relation and cuts the round into groups of
+    ``facts_per_passage``, so a passage never states the same relation twice."""
+    if config.facts_per_passage == 1:
+        return [[(rel, s)] for rel, items in sentences.items() for s in items]
+    groups = []
+    for j in range(config.sentences_per_fact):
+        round_ = [(rel, items[j]) for rel, items in sentences.items()]
+        rng.shuffle(round_)
+        groups.extend(round_[i:i + config.facts_per_passage] for i in range(0, len(round_), config.facts_per_passage))
+    return groups
+
+
 def build_synthetic_task(relation: str | None = None, config: SyntheticWorldConfig | None = None) -> Task:
     config = config or SyntheticWorldConfig()
     if relation is not None and relation not in config.relations:
@@ -169,24 +222,36 @@ def build_synthetic_task(relation: str | None = None, config: SyntheticWorldConf
     # The tokenizer is the world's, not the task's: every relation of one world gets the
     # same vocabulary, so policies transfer between relations.
     world_texts: list[str] = []
+    passage_rng = random.Random(f"synthetic-passages-{config.seed}")  # own stream: defaults unchanged
     for entity in world.entities:
         split = "eval" if entity in world.eval_entities else "train"
+        sentences: dict[str, list[tuple[str, int, int]]] = {}  # relation -> (text, value start, end)
         for rel in config.relations:
             value = world.facts[entity][rel]
             world_texts.append(TEMPLATES[rel][0].replace("{e}", entity).replace("{v}", " "))
-            for template in rng.sample(TEMPLATES[rel], config.sentences_per_fact):
-                text, start, end = _sentence(rng, template, entity, value)
-                world_texts.append(text)
-                if rel in asked or config.whole_world_corpus:
-                    spans = [Span(start, end, split)] if rel in asked else []
-                    corpus.append(Passage(text, spans, key=entity))
+            sentences[rel] = [_sentence(rng, t, entity, value) for t in rng.sample(TEMPLATES[rel], config.sentences_per_fact)]
+            world_texts.extend(text for text, _, _ in sentences[rel])
+        for group in _passage_groups(sentences, config, passage_rng):
+            if not (config.whole_world_corpus or any(rel in asked for rel, _ in group)):
+                continue
+            parts, spans, offset = [], [], 0
+            for rel, (text, start, end) in group:
+                if rel in asked:
+                    spans.append(Span(offset + start, offset + end, split))
+                parts.append(text)
+                offset += len(text) + 1
+            corpus.append(Passage(" ".join(parts), spans, key=entity))
     world_texts.extend(v for rel in config.relations for v in VALUES[rel])
     rng.shuffle(corpus)
     train, evaluation = [], []
+    question_rng = random.Random(f"synthetic-questions-{config.seed}")
+    fillers = [p for p in PREFIXES if p]
     for rel in asked:
         question = TEMPLATES[rel][0]
         for entity in world.entities:
             text = question.replace("{e}", entity).replace("{v}", BLANK)
+            if config.question_fillers:
+                text = f"{question_rng.choice(fillers)} {text}"
             q = ClozeQuestion(text, [world.facts[entity][rel]], key=entity)
             (evaluation if entity in world.eval_entities else train).append(q)
     name = f"synthetic:{relation}" if relation else "synthetic"

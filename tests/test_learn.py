@@ -21,9 +21,9 @@ def test_distill_targets_pick_the_most_negative_hypergradients():
     g = torch.tensor([[-5.0, 0.1, -0.2, 0.0], [-1.0, -3.0, 2.0, 0.0]])
     candidates = torch.tensor([[True, True, True, False], [True, True, True, True]])
     # rate 0.3 of 7 candidates -> 2 positives: the two most negative (-5 and -3).
-    assert distill_targets(g, candidates, 0.3).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+    assert distill_targets(g, candidates, 0.3, "share").tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
     # Never a positive where masking would not help (g >= 0).
-    assert distill_targets(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), 0.9).sum() == 0
+    assert distill_targets(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), 0.9, "share").sum() == 0
 
 
 def test_split_targets_keep_only_the_clearly_separated_helpful_tokens():
@@ -35,7 +35,7 @@ def test_split_targets_keep_only_the_clearly_separated_helpful_tokens():
     g = -torch.tensor([[4.0, 3.8, 0.3, 0.25, 0.2, 0.1, 0.05, 0.0, 0.0, 0.0]])
     g[0, 7:] = 0.5  # not helpful
     candidates = torch.ones_like(g, dtype=torch.bool)
-    assert distill_targets(g, candidates, 0.5).sum() == 5
+    assert distill_targets(g, candidates, 0.5, "share").sum() == 5
     assert distill_targets(g, candidates, 0.5, "split").tolist() == [[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]]
     # Never more than the share: with rate 0.1 only the single most negative one.
     assert distill_targets(g, candidates, 0.1, "split").tolist() == [[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]]

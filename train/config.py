@@ -45,7 +45,7 @@ class PretrainConfig:
     warmup_ratio: float = 0.06
     max_length: int = 64
     seed: int = 0
-    eval_every: int = 500  # periodic evaluation (0 = only at the end)
+    eval_every: int = 500  # periodic evaluation (0 = only at the end, none when evaluate is off)
     save_every: int = 500  # checkpoint interval (0 = only at the end)
     keep_checkpoints: int = 2
     resume: bool = False

@@ -169,7 +169,9 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             last = step == config.steps
-            if (config.eval_every and step % config.eval_every == 0) or last:
+            # eval_every = 0: only at the end, and not at all when evaluate is off (an LM
+            # warm-up's score is nobody's result).
+            if (config.eval_every and step % config.eval_every == 0) or (last and (config.eval_every or config.evaluate)):
                 metrics = evaluate_task(accelerator.unwrap_model(model), tokenizer, task,
                                         max_length=config.max_length, quick=True)
                 if probing and (step % config.probe_every == 0 or last):
