@@ -168,10 +168,20 @@ def learn_cell(config) -> dict:
         return _failure(cell_dir, wanted, err)
     record = {"config": wanted, "input_digests": digests, "policy": config.out,
               "seconds": round(time.perf_counter() - started, 2),
-              "held_out": report.get("held_out") or report.get("metrics") or {}}
+              "held_out": report.get("held_out") or report.get("metrics") or {},
+              "validation": _validation_summary(report.get("validation") or {})}
     write_json_atomic(report_path, record)
     _clear_failure(cell_dir)
     return {"status": "done", "reused": False, **record}
+
+
+def _validation_summary(validation: dict) -> dict:
+    """The kept candidate's downstream validation (scores, gains over the baseline, mask shares)."""
+    if "candidates" not in validation:
+        return validation
+    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"])
+    return {"selected": validation["selected"], "candidates": len(validation["candidates"]),
+            "baseline": validation["baseline"], "kept": kept, "seconds": validation["seconds"]}
 
 
 def safe_name(text: str) -> str:

@@ -47,6 +47,8 @@ class GridSpec:
     learn_options: dict = field(default_factory=dict)  # LearnConfig keys shared by all learned policies
     workers: int = 1
     curve_key: str = "score"  # history entry of the compute curves ("probe_accuracy": fine-tuned probes)
+    policy_root: str | None = None  # where learned policies live (default: the grid's root); grids that
+    #   differ only in how policies are used (the fill comparison) share one set of learned policies
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in GRID_POLICIES]
@@ -95,7 +97,7 @@ def run_grid(spec: GridSpec, root: str) -> dict:
         tasks = [t for t in spec.tasks if any(not not_applicable(p, kinds[t]) for p in spec.policies
                                               if LEARNED.get(p) == method)]
         if tasks:
-            learned[method] = learned_policies(tasks, method, spec.seeds, root, options=spec.learn_options,
+            learned[method] = learned_policies(tasks, method, spec.seeds, spec.policy_root or root, options=spec.learn_options,
                                                workers=spec.workers)
     keys, jobs, records = [], [], []
     for task in spec.tasks:
@@ -138,7 +140,8 @@ def _cell_record(config: PretrainConfig, cell: dict) -> dict:
 def _learn_record(cell: dict) -> dict:
     if cell["status"] != "done":
         return {"status": "failed", "error": cell["error"]}
-    return {"status": "done", "policy": cell["policy"], "seconds": cell.get("seconds"), "held_out": cell.get("held_out")}
+    return {"status": "done", "policy": cell["policy"], "seconds": cell.get("seconds"), "held_out": cell.get("held_out"),
+            "validation": cell.get("validation")}
 
 
 def scores(grid: dict, task: str, policy: str) -> list[float]:

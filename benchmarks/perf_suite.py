@@ -69,8 +69,8 @@ def policy_overhead_rows(tokenizer, repeats: int, model_name: str = "mini", leng
     ids = torch.randint(5, len(tokenizer), (32, length))
     ids[:, 0] = tokenizer.cls_token_id
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    maskers = {"random": Masker(get_policy("random", tokenizer), MaskingConfig()),
-               "learned": Masker(LearnedPolicy(tokenizer).eval(), MaskingConfig())}
+    maskers = {"random": Masker(get_policy("random", tokenizer), MaskingConfig(fill="ranking")),
+               "learned": Masker(LearnedPolicy(tokenizer).eval(), MaskingConfig(fill="ranking"))}
 
     def step(masker) -> None:
         masked = masker(batch, generator=torch.Generator().manual_seed(0))

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import time
 
+from .dense_world import run_dense
 from .grid import GRID_POLICIES, GridSpec, grid_rows, run_grid
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
 
 RELATIONS = ["synthetic:birthplace", "synthetic:profession", "synthetic:colour", "synthetic:employer"]
-FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1)
+FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1,
+            dense=True, fill_compare=True)
 QUICK = dict(tasks=RELATIONS[:2], policies=["none", "random", "span", "salient_span", "learned-supervised", "learned-meta"],
-             seeds=1, steps=400, meta_steps=150, transfer_seeds=1)
+             seeds=1, steps=400, meta_steps=150, transfer_seeds=1, dense=True, fill_compare=False)
 GPU = {**FULL, "seeds": 5, "steps": 2000, "meta_steps": 600, "transfer_seeds": 5}
 PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
@@ -50,6 +52,11 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
     transfer = run_transfer(spec.tasks, root=out, steps=steps, seeds=seed_list[: size["transfer_seeds"]],
                             method="meta", pretrain_options=spec.pretrain_options, learn_options=learn_options,
                             eval_points=spec.eval_points, workers=workers)
+    dense = {"sections": [], "grid": None}
+    if size.get("dense"):
+        dense = run_dense(out, tasks=spec.tasks[:1], seeds=seed_list, steps=steps, learn_options=learn_options,
+                          workers=workers, builtin_root=out, builtin_pretrain=spec.pretrain_options,
+                          compare_fills=size.get("fill_compare", False))
     pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"]
     rows = grid_rows(grid, spec)
     recall_rows = _recall_rows(grid, spec)
@@ -57,8 +64,8 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
         ("Steps to reach random's final score (fraction of random's steps)", markdown_table(reach_rows(grid, spec), ["policy"] + spec.tasks)),
         ("Learned policies: answer recall within the 15% budget, evaluation entities", markdown_table(recall_rows, ["method"] + spec.tasks)),
         ("Transfer", transfer["table"]),
-    ]
-    failures = failure_lines(grid["cells"]) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
+    ] + dense["sections"]
+    failures = failure_lines(grid["cells"] + (dense["grid"]["cells"] if dense["grid"] else [])) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
     if failures.strip():
         sections.append(("Failed cells", failures.strip()))
     title = (f"Synthetic world, tiny BERT (2 x 128) from a configuration (no pre-trained weights), {steps} intermediate "
@@ -72,7 +79,10 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
                           header=["policy"] + spec.tasks, started=started, command=command, preset=preset,
                           results={"spec": spec.__dict__, "cells": grid["cells"], "learned": grid["learned"],
                                    "transfer": {"scores": transfer["scores"], "rows": transfer["rows"],
-                                                "failures": transfer["failures"]}}),
+                                                "failures": transfer["failures"]},
+                                   "dense": dense["grid"] and {"cells": dense["grid"]["cells"],
+                                                               "learned": dense["grid"]["learned"],
+                                                               "fills": dense["fills"]}}),
             "png": pngs, "grid": grid, "transfer": transfer}
 
 

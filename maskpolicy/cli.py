@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
     p.add_argument("--max-length", type=int)
     p.add_argument("--rate", type=float, help="mask rate (default 0.15)")
+    p.add_argument("--fill", choices=["ranking", "random", "none"],
+                   help="what fills the budget beyond the tokens the policy selects (p >= 0.5): its own ranking, "
+                   "uniformly random tokens, or nothing (default: ranking)")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
@@ -76,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", help="supervised, classification task: masked LM fine-tuned as the importance "
                    "classifier (preset or checkpoint; default tiny)")
     p.add_argument("--epochs", type=int, help="epochs (supervised)")
+    p.add_argument("--validate-steps", type=int, help="downstream validation: short intermediate pre-training "
+                   "steps per candidate policy and for random, from the same start (default 300)")
+    p.add_argument("--validate-questions", choices=["train", "eval"],
+                   help="questions that score the validation runs (default: train, so that the evaluation "
+                   "questions stay unseen by the choice)")
+    p.add_argument("--no-validate", action="store_false", dest="validate_enabled", default=None,
+                   help="skip the downstream validation (keep the last policy)")
     p.add_argument("--seed", type=int)
     p.add_argument("--data-dir")
     p.add_argument("--max-length", type=int)

@@ -44,8 +44,9 @@ def pretrain(args) -> int:
     from train.pretrain import pretrain as run
 
     data = _merge(args)
-    if "rate" in data:
-        data.setdefault("masking", {})["rate"] = data.pop("rate")
+    for key in ("rate", "fill"):
+        if key in data:
+            data.setdefault("masking", {})[key] = data.pop(key)
     config = PretrainConfig.from_dict(data)
     results = run(config)
     print(f"{config.task} / {config.policy}: {_format_metrics(results.get('metrics', {})) or 'no evaluation'}")
@@ -68,12 +69,35 @@ def learn(args) -> int:
         data.setdefault("supervised", {})["epochs"] = data.pop("epochs")
     if "classifier" in data:
         data.setdefault("supervised", {}).setdefault("classifier", {})["model"] = data.pop("classifier")
+    for flag, key in (("validate_steps", "steps"), ("validate_questions", "questions"), ("validate_enabled", "enabled")):
+        if flag in data:
+            data.setdefault("validate", {})[key] = data.pop(flag)
     config = LearnConfig.from_dict(data)
     report = run(config)
     final = report.get("held_out") or report.get("metrics") or {}
     print(f"{report['task']} / {report['method']}: {_format_metrics(final)} ({report['seconds']:.0f} s)")
+    print(_validation_lines(report.get("validation", {})))
     print(f"wrote policy {config.out}")
     return 0
+
+
+def _validation_lines(validation: dict) -> str:
+    """What the downstream validation measured, one candidate per line, the kept one marked."""
+    if "candidates" not in validation:
+        return f"validation: {validation.get('skipped', 'not run')}"
+    base, cfg = validation["baseline"], validation["config"]
+    lines = [f"validation ({cfg['steps']} pre-training steps each from the same start, scored on the "
+             f"{cfg['questions']} questions; {validation['baseline_policy']}: answer NLL {base['answer_nll']:.3f}, "
+             f"cloze EM {base['cloze_em']:.3f}; {validation['seconds']:.0f} s):"]
+    for row in validation["candidates"]:
+        masks = row.get("masks") or {}
+        shares = ", ".join(f"{name} {masks[key]:.2f}" for name, key in
+                           (("answer tokens masked", "answer_masked"), ("subject tokens masked", "key_masked"))
+                           if masks.get(key) is not None)
+        kept = "  <- kept" if row["candidate"] == validation["selected"] else ""
+        lines.append(f"  {row['candidate']}: answer NLL {row['answer_nll']:.3f} ({-row['nll_gain']:+.3f}), "
+                     f"cloze EM {row['cloze_em']:.3f}{', ' + shares if shares else ''}{kept}")
+    return "\n".join(lines)
 
 
 def evaluate(args) -> int:

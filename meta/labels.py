@@ -4,8 +4,10 @@ Every builder returns a ``datasets.Dataset`` with one row per sequence and the c
 
 - ``input_ids``    list[int]: the tokens, with the tokenizer's special tokens;
 - ``word_ids``     list[int]: word index per token, -1 at special tokens;
-- ``token_labels`` list[int]: 1 = should be masked, 0 = should not, -100 = ignored
-  (special tokens, which no policy may mask anyway).
+- ``token_labels`` list[int]: 1 = should be masked, 0 = should not, 2 = should stay
+  visible (``KEEP``: the subject of the questions, with ``mark_keys``; a negative wherever
+  labels are read as positive/negative), -100 = ignored (special tokens, which no policy
+  may mask anyway).
 
 Builders:
 - ``answer_span_labels``: cloze tasks; the gold answer spans of one split are the positives;
@@ -21,24 +23,30 @@ import datasets
 import torch
 
 from policies.errors import ConfigError, DataError
-from tasks.base import Task
+from tasks.base import Passage, Span, Task
 from tasks.features import encode_passages
+from tasks.text import find_whole_word
 
 from .selective import importance_labels  # noqa: F401  (re-exported: the classification builder)
 
 IGNORE = -100
 """Label of tokens that count neither as positive nor as negative (special tokens)."""
+KEEP = 2
+"""Label of tokens that must stay visible: the passage's key (the subject the questions name)."""
 
 LABEL_COLUMNS = ("input_ids", "word_ids", "token_labels")
 SPLITS = ("train", "eval")
 
 
-def answer_span_labels(task: Task, tokenizer, max_length: int = 64, split: str = "train") -> datasets.Dataset:
+def answer_span_labels(task: Task, tokenizer, max_length: int = 64, split: str = "train",
+                       mark_keys: bool = False) -> datasets.Dataset:
     """Corpus passages holding answer spans of ``split``; positives = the tokens of those spans.
 
     ``split="train"`` is the supervision signal (training entities only); ``split="eval"``
     gives the held-out set (evaluation entities' passages) used to report P/R/F1. Spans of
     the other split are never looked at, so eval answers cannot leak into training.
+    ``mark_keys``: the tokens of the passage's ``key`` where it occurs in the text (whole
+    words, case-sensitive; the subject of the questions) get ``KEEP`` instead of 0.
     Extra column ``key`` (passage key) is kept for pairing and debugging.
     """
     if split not in SPLITS:
@@ -52,9 +60,14 @@ def answer_span_labels(task: Task, tokenizer, max_length: int = 64, split: str =
         )
     # span_splits=(split,) hides the other split's spans: their tokens become negatives.
     enc = encode_passages(tokenizer, passages, max_length=max_length, span_splits=(split,))
+    keys = [[-1] * len(row) for row in enc["input_ids"]]
+    if mark_keys:
+        keyed = [Passage(p.text, [Span(a, b) for a, b in find_whole_word(p.text, p.key)] if p.key else [], p.key)
+                 for p in passages]
+        keys = encode_passages(tokenizer, keyed, max_length=max_length, span_splits=("train",))["span_ids"]
     labels = [
-        [IGNORE if w < 0 else int(s >= 0) for w, s in zip(words, spans)]
-        for words, spans in zip(enc["word_ids"], enc["span_ids"])
+        [IGNORE if w < 0 else 1 if s >= 0 else KEEP if k >= 0 else 0 for w, s, k in zip(words, spans, key)]
+        for words, spans, key in zip(enc["word_ids"], enc["span_ids"], keys)
     ]
     if not any(1 in row for row in labels):
         raise DataError(f"task {task.name}: every {split!r} answer span was truncated away "

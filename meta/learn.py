@@ -24,6 +24,7 @@ from tasks.registry import get_task
 from tasks.tokenizer import tokenizer_for_task
 
 from .bilevel import MetaConfig, meta_learn
+from .validate import ValidateConfig
 
 
 @dataclass
@@ -47,6 +48,7 @@ class LearnConfig:
     max_length: int = 64
     temperature: float = 0.25  # saved with the policy: sigmoid(logits / T) sharpens what the sampler draws
     meta: MetaConfig = field(default_factory=dict)  # a dict is completed with this config's seed, max_length
+    validate: ValidateConfig = field(default_factory=dict)  # downstream validation of the candidates (validate.py)
     supervised: dict = field(default_factory=dict)  # SupervisedConfig options
     progress: bool = True
 
@@ -55,6 +57,8 @@ class LearnConfig:
             raise ConfigError(f"method must be 'supervised' or 'meta', got {self.method!r}")
         if isinstance(self.meta, dict):
             self.meta = MetaConfig(**{"seed": self.seed, "max_length": self.max_length, **self.meta})
+        if isinstance(self.validate, dict):
+            self.validate = ValidateConfig.from_dict(self.validate)
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature!r}")
         if self.lm_warmup_steps < 0:
@@ -68,27 +72,27 @@ class LearnConfig:
         return asdict(self)
 
 
-def warm_language_model(config: LearnConfig, tokenizer):
-    """The LM the meta-steps differentiate through: a checkpoint, or a preset general-
-    pre-trained briefly (random masking) on the task corpus so that it reads the language."""
+def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
+    """The directory of the LM the meta-steps differentiate through (and validation runs start
+    from): the checkpoint ``model``, or a preset general-pre-trained briefly (random masking)
+    on the task corpus, written under ``workdir``, so that it reads the language."""
     from train.config import PretrainConfig
-    from train.models import is_preset, load_masked_lm
+    from train.models import is_preset
     from train.pretrain import pretrain
 
     if not is_preset(config.model):
-        return load_masked_lm(config.model)
-    tmp = tempfile.mkdtemp(prefix="maskpolicy-lm-")
-    try:
-        tok_dir = os.path.join(tmp, "tokenizer")
-        tokenizer.save_pretrained(tok_dir)
-        pretrain(PretrainConfig(task=config.task, task_options=config.task_options, data_dir=config.data_dir,
-                                policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(tmp, "run"),
-                                steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,
-                                eval_every=0, save_every=0, evaluate=False, progress=config.progress,
-                                model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
-        return load_masked_lm(os.path.join(tmp, "run", "model"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return config.model
+    tok_dir = os.path.join(workdir, "tokenizer")
+    tokenizer.save_pretrained(tok_dir)
+    if config.progress:
+        print(f"LM warm-up: {max(config.lm_warmup_steps, 1)} steps of random-masking MLM on the task corpus "
+              "(the language model the meta-steps differentiate through; not the policy)")
+    pretrain(PretrainConfig(task=config.task, task_options=config.task_options, data_dir=config.data_dir,
+                            policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(workdir, "run"),
+                            steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,
+                            eval_every=0, save_every=0, evaluate=False, progress=config.progress,
+                            model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return os.path.join(workdir, "run", "model")
 
 
 def learn_tokenizer(config: LearnConfig, task):
@@ -104,36 +108,67 @@ def learn_tokenizer(config: LearnConfig, task):
 
 
 def learn(config: LearnConfig) -> dict:
+    from policies import MaskingConfig
+    from train.models import load_masked_lm
+
     from .metrics import answer_recall, token_prf
+    from .validate import validate_policies
 
     started = time.perf_counter()
     task = get_task(config.task, data_dir=config.data_dir, **config.task_options)
     tokenizer = learn_tokenizer(config, task)
-    if config.method == "supervised":
-        from .supervised import SupervisedConfig, learn_supervised
+    validating = config.validate.enabled and task.kind == "cloze"
+    workdir = tempfile.mkdtemp(prefix="maskpolicy-learn-")
+    try:
+        if config.method == "supervised":
+            from .supervised import SupervisedConfig, learn_supervised
 
-        sup = SupervisedConfig(**{"seed": config.seed, "max_length": config.max_length, **config.supervised})
-        policy, report = learn_supervised(task, tokenizer, config.policy_options, sup, progress=config.progress)
-    else:
-        import torch
+            sup = SupervisedConfig(**{"seed": config.seed, "max_length": config.max_length, **config.supervised})
+            policy, report = learn_supervised(task, tokenizer, config.policy_options, sup, progress=config.progress)
+            candidates, rate = [("final", policy)], sup.rate
+        else:
+            import torch
 
-        torch.manual_seed(config.seed)
-        lm = warm_language_model(config, tokenizer)
-        policy = LearnedPolicy(tokenizer, **config.policy_options)
+            torch.manual_seed(config.seed)
+            lm_dir = warm_language_model(config, tokenizer, workdir)
+            lm = load_masked_lm(lm_dir)
+            policy = LearnedPolicy(tokenizer, **config.policy_options)
 
-        def on_eval(p):
-            return {"answer_recall": answer_recall(p, tokenizer, task, split="eval", rate=config.meta.rate,
-                                                   max_length=config.max_length)} if task.has_spans else {}
+            def on_eval(p):
+                return {"answer_recall": answer_recall(p, tokenizer, task, split="eval", rate=config.meta.rate,
+                                                       max_length=config.max_length)} if task.has_spans else {}
 
-        start = time.perf_counter()
-        report = meta_learn(policy, lm, task, tokenizer, config.meta, progress=config.progress, on_eval=on_eval)
-        report["meta_seconds"] = round(time.perf_counter() - start, 2)
-        if task.has_spans:
-            from .labels import answer_span_labels
+            steps, n = config.meta.meta_steps, config.validate.candidates if validating else 1
+            at = {round(steps * i / n) for i in range(1, n)} - {0, steps}
+            start = time.perf_counter()
+            report = meta_learn(policy, lm, task, tokenizer, config.meta, progress=config.progress, on_eval=on_eval,
+                                snapshot_at=at)
+            report["meta_seconds"] = round(time.perf_counter() - start, 2)
+            candidates = []
+            for step, state in sorted(report.pop("snapshots").items()):
+                snapshot = LearnedPolicy(tokenizer, **config.policy_options)
+                snapshot.load_state_dict(state)
+                candidates.append((f"meta-step {step}", snapshot.eval()))
+            candidates.append((f"meta-step {steps}", policy))
+            rate = config.meta.rate
+        for _, candidate in candidates:
+            candidate.temperature = config.temperature  # after learning: training works on the logits
+        if validating:
+            if config.method == "supervised":
+                lm_dir = warm_language_model(config, tokenizer, workdir)
+            report["validation"] = validate_policies(candidates, lm_dir, tokenizer, task, config, config.validate,
+                                                     MaskingConfig(rate=rate))
+            policy = dict(candidates)[report["validation"]["selected"]]
+        else:
+            report["validation"] = {"skipped": f"validation scores cloze questions; {task.name} is {task.kind}"
+                                    if config.validate.enabled else "off (validate.enabled: false)"}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if config.method == "meta" and task.has_spans:
+        from .labels import answer_span_labels
 
-            held_out = answer_span_labels(task, tokenizer, max_length=config.max_length, split="eval")
-            report["held_out"] = token_prf(policy, held_out, rate=config.meta.rate)
-    policy.temperature = config.temperature  # after learning: training works on the logits
+        held_out = answer_span_labels(task, tokenizer, max_length=config.max_length, split="eval")
+        report["held_out"] = token_prf(policy, held_out, rate=config.meta.rate)
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["task"], report["method"] = task.name, config.method
     policy.save_pretrained(config.out, tokenizer=tokenizer,

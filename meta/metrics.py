@@ -1,7 +1,7 @@
 """How well a policy's masks hit the labelled tokens (answer spans, important words).
 
-``token_prf`` scores the mask the policy would actually produce under a budget: the
-exact-budget deterministic top-k of ``Masker(policy, MaskingConfig(rate, deterministic=True))``
+``token_prf`` scores the policy's ranking under a budget (what the ``ranking`` fill draws): the
+exact-budget deterministic top-k of ``Masker(policy, MaskingConfig(rate, deterministic=True, fill="ranking"))``
 (``k = round(rate * maskable)`` per sequence, whole units kept whole when the policy has
 units). Precision/recall/F1 of that mask against the positive labels are the headline
 numbers (``recall_at_budget`` = ``recall``); ``threshold_*`` score ``p >= 0.5`` instead, which
@@ -41,7 +41,7 @@ def token_prf_padded(policy: MaskingPolicy, tensors: dict[str, torch.Tensor], ra
     """``token_prf`` on tensors from ``labels.padded_labels`` (lets callers pad once)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-    masker = Masker(policy, MaskingConfig(rate=rate, deterministic=True))
+    masker = Masker(policy, MaskingConfig(rate=rate, deterministic=True, fill="ranking"))
     device = policy.special_ids.device
     was_training = policy.training
     policy.eval()  # no dropout: the budgeted choice must be reproducible
@@ -50,8 +50,8 @@ def token_prf_padded(policy: MaskingPolicy, tensors: dict[str, torch.Tensor], ra
         N = tensors["input_ids"].shape[0]
         for start in range(0, N, batch_size):
             b = batch_slice(tensors, torch.arange(start, min(start + batch_size, N)), device)
-            labels = b["token_labels"]  # [b, t]: 1 positive, 0 negative, other = ignored
-            labelled = (labels == 0) | (labels == 1)
+            labels = b["token_labels"]  # [b, t]: 1 positive, 0 / KEEP negative, -100 ignored
+            labelled = labels >= 0
             pos = labels == 1
             mask, probs = masker.select(b["input_ids"], b["attention_mask"], word_ids=b["word_ids"])  # [b, t] x2
             mask = mask & labelled

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from policies.errors import ConfigError, DataError
 from policies.sampler import check_rate
 from tasks.base import LabeledText, Task
 
-from .labels import answer_span_labels, batch_slice, check_label_dataset, padded_labels
+from .labels import KEEP, answer_span_labels, batch_slice, check_label_dataset, padded_labels
 from .metrics import token_prf_padded
 from .selective import ClassifierConfig, SelectiveConfig, fit_classifier, importance_labels
 
@@ -42,6 +42,10 @@ class SupervisedConfig:
     seed: int = 0
     max_length: int = 64
     rate: float = 0.15  # budget of the reported (budgeted) precision/recall
+    targets: str = "three_way"  # cloze tasks: "three_way" = answers 1, the passage's key (subject) 0,
+    #   other tokens ``rate`` (a flat tail below the answers, the subject at the bottom); "two_way" =
+    #   answers 1, everything else 0 (the tail is whatever the network generalises: on the dense
+    #   world, the subject's name)
     selective: SelectiveConfig = field(default_factory=SelectiveConfig)  # classification tasks
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # classification tasks
 
@@ -59,6 +63,8 @@ class SupervisedConfig:
         if not _number(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"supervised: weight_decay must be >= 0, got {self.weight_decay!r}")
         self.rate = check_rate(self.rate)
+        if self.targets not in ("two_way", "three_way"):
+            raise ConfigError(f"supervised: targets must be two_way or three_way, got {self.targets!r}")
         # Nested options arrive as dicts from YAML / the CLI.
         for name, cls in (("selective", SelectiveConfig), ("classifier", ClassifierConfig)):
             value = getattr(self, name)
@@ -93,7 +99,7 @@ def train_supervised(policy: LearnedPolicy, train_data, config: SupervisedConfig
     train = padded_labels(train_data, pad_id)  # [N, T] each
     held = padded_labels(eval_data, pad_id) if eval_data is not None else None
     labels = train["token_labels"]
-    n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
+    n_pos, n_neg = int((labels == 1).sum()), int(((labels == 0) | (labels == KEEP)).sum())
     if n_pos == 0:
         raise DataError("the training labels hold no positive token: nothing to learn")
     pos_weight = float(config.pos_weight) if config.pos_weight is not None else \
@@ -112,11 +118,17 @@ def train_supervised(policy: LearnedPolicy, train_data, config: SupervisedConfig
         for index in torch.randperm(labels.shape[0], generator=order_gen).split(config.batch_size):
             b = batch_slice(train, index, device)
             logits = policy.logits(b["input_ids"], b["attention_mask"])  # [b, t]
-            target = b["token_labels"]  # [b, t]: 1 / 0, anything else ignored
-            use = (target == 0) | (target == 1)
+            labels_b = b["token_labels"]  # [b, t]: 1 / 0 / KEEP, -100 ignored
+            use = labels_b >= 0
             if not use.any():
                 continue
-            loss = F.binary_cross_entropy_with_logits(logits[use], target[use].float(), pos_weight=weight)
+            positive = labels_b == 1
+            target = positive.float()
+            if config.targets == "three_way":  # other tokens at the budget share, KEEP at 0
+                target = torch.where(labels_b == 0, torch.full_like(target, config.rate), target)
+            # Up-weight the positives only (a pos_weight would also scale the soft targets' positive part).
+            token_weight = torch.where(positive, weight, torch.ones_like(target))
+            loss = F.binary_cross_entropy_with_logits(logits[use], target[use], weight=token_weight[use])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -169,7 +181,8 @@ def task_labels(task: Task, tokenizer, config: SupervisedConfig, progress: bool 
                             f"{config.selective.delta}); no supervision signal")
         return train, held, info
     # Cloze (and anything else) must have gold answer spans of the train split.
-    train = answer_span_labels(task, tokenizer, max_length=config.max_length, split="train")
+    train = answer_span_labels(task, tokenizer, max_length=config.max_length, split="train",
+                               mark_keys=config.targets == "three_way")
     held = None
     if any(s.split == "eval" for p in task.corpus for s in p.spans):
         held = answer_span_labels(task, tokenizer, max_length=config.max_length, split="eval")
@@ -186,11 +199,13 @@ def learn_supervised(task: Task, tokenizer, policy_options: dict | None = None,
     is the precision/recall/F1 on the evaluation split (eval entities, or ``task.eval``).
     """
     config = config or SupervisedConfig()
+    if task.kind != "cloze" and config.targets != "two_way":  # importance labels have no subject to keep visible
+        config = replace(config, targets="two_way")
     train, held, info = task_labels(task, tokenizer, config, progress=progress, classifier=classifier)
     torch.manual_seed(config.seed)  # the policy's initial weights
     policy = LearnedPolicy(tokenizer, **(policy_options or {}))
     report = train_supervised(policy, train, config, eval_data=held, progress=progress)
-    labels = [x for row in train["token_labels"] for x in row if x in (0, 1)]
+    labels = [int(x == 1) for row in train["token_labels"] for x in row if x >= 0]
     report.update(info)
     report.update({"num_train_sequences": len(train), "num_eval_sequences": len(held) if held is not None else 0,
                    "positive_fraction": round(sum(labels) / max(len(labels), 1), 4),

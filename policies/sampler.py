@@ -14,14 +14,19 @@ Filling the budget (``fill``) is an explicit choice, the same for every policy. 
 *selects* the tokens (units) whose probability is at least ``select_threshold`` (0.5); what
 fills the rest of the budget:
 
-- ``"ranking"`` (default): nothing special: every token competes by its probability, so a
+- ``"ranking"`` (``sample_mask``'s default, the raw exact-budget draw): every token competes by its probability, so a
   policy that selects fewer tokens than the budget fills it from its own low-probability
   tail (and a selected token may lose to an unselected one in a Gumbel draw);
 - ``"random"``: the selected tokens first (drawn by probability when they exceed the
   budget), then uniformly at random among the tokens the policy does not select: the tail
   of the ranking is ignored, so it cannot hide anything systematically;
-- ``"none"``: the selected tokens only, at most the budget: fewer masks when the policy
-  selects fewer (as selective masking does).
+- ``"none"`` (``MaskingConfig``'s default, what runs use; chosen by the downstream result,
+  see ``masker.py``): the selected tokens only, at most the budget: fewer masks when the
+  policy selects fewer (as selective masking does, and as salient span masking masks its
+  spans only).
+
+Policies that give every maskable token the same probability 1 (``random``, ``whole_word``,
+``span``) select every token, so every mode draws their exact budget the same way.
 
 Units (whole words, spans, n-grams) are kept whole: a unit is drawn with the mean
 probability of its tokens and taken only while it fits in the remaining budget (greedy in

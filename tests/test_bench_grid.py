@@ -20,7 +20,7 @@ TASK = "synthetic:birthplace"
 def _spec(seeds=(0, 1), policies=("none", "random", "salient_span", "selective", "learned-supervised"), workers=1):
     return GridSpec(tasks=[TASK], policies=list(policies), seeds=list(seeds), steps=4, eval_points=2,
                     pretrain_options={**WORLD, "batch_size": 4},
-                    learn_options={**WORLD, "supervised": {"epochs": 2}}, workers=workers)
+                    learn_options={**WORLD, "validate": {"steps": 4}, "supervised": {"epochs": 2}}, workers=workers)
 
 
 def test_grid_runs_every_cell_marks_na_and_resumes(tmp_path, monkeypatch):

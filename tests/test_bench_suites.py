@@ -21,12 +21,20 @@ def test_synthetic_suite_writes_tables_results_and_plots(tmp_path):
     tasks = ["synthetic:birthplace", "synthetic:colour"]
     sizes = dict(tasks=tasks, policies=["none", "random", "salient_span", "learned-supervised", "learned-meta"],
                  meta_steps=2, pretrain_options={**WORLD, "batch_size": 4},
-                 learn_options={**WORLD, "lm_warmup_steps": 2, "supervised": {"epochs": 1}, "meta": {"outer_batch": 4}})
-    report = run_synthetic(str(tmp_path), seeds=2, steps=4, workers=1, transfer_seeds=2, sizes=sizes)
+                 learn_options={**WORLD, "validate": {"steps": 4}, "lm_warmup_steps": 2, "supervised": {"epochs": 1}, "meta": {"outer_batch": 4}})
+    report = run_synthetic(str(tmp_path), seeds=2, steps=4, workers=1, transfer_seeds=2,
+                           sizes={**sizes, "dense": True, "fill_compare": True})
     table = (tmp_path / "table.md").read_text()
     assert report["table"] == table
-    for heading in ("Steps to reach random", "Learned policies: answer recall", "Transfer"):
+    for heading in ("Steps to reach random", "Learned policies: answer recall", "Transfer", "Dense world (3 facts",
+                    "Dense world: what the masks cover", "Budget filling: cloze EM by fill mode"):
         assert heading in table
+    masks = table.split("what the masks cover")[1].split("##")[0]
+    share = {line.split("|")[1].strip(): float(line.split("|")[2].split()[0]) for line in masks.splitlines()
+             if line.startswith("| ") and not line.startswith("| policy")}
+    assert share["salient_span"] > share["random"] + 0.3  # the oracle masks the answers, random 15% of them
+    fills = table.split("by fill mode")[1].split("##")[0]
+    assert fills.count("| dense |") == 3 and fills.count("| built-in |") == 3 and "failed" not in fills
     assert "--seeds 2 --steps 4 --transfer-seeds 2" in table and "s on " in table  # the exact command and its wall time
     transfer = table.split("## Transfer")[1]
     assert "seeds 0, 1" in transfer and "| random | " in transfer and " ± " in transfer  # transfer over both seeds
@@ -37,6 +45,7 @@ def test_synthetic_suite_writes_tables_results_and_plots(tmp_path):
     assert results["suite"] == "synthetic" and results["wall_seconds"] > 0
     cells = results["cells"]
     assert len(cells) == len(tasks) * len(sizes["policies"]) * 2
+    assert len(results["dense"]["cells"]) == 5 * 2 and all(c["status"] == "done" for c in results["dense"]["cells"])
     assert {(c["seed"], c["steps"]) for c in cells} == {(0, 4), (1, 4)}
     assert all(c["status"] == "done" and "config" in c for c in cells)
     assert set(results["transfer"]["scores"]) == {f"{s} -> {t}" for s in tasks + ["random"] for t in tasks}

@@ -17,7 +17,7 @@ TASKS = ["synthetic:birthplace", "synthetic:colour"]
 def _run(root, seeds=(0,)):
     return run_transfer(TASKS, root=str(root), steps=3, seeds=list(seeds), method="supervised",
                         pretrain_options={**WORLD, "batch_size": 4, "eval_every": 0, "save_every": 0},
-                        learn_options={**WORLD, "supervised": {"epochs": 2}})
+                        learn_options={**WORLD, "validate": {"steps": 4}, "supervised": {"epochs": 2}})
 
 
 def test_transfer_matrix_is_written_and_resumes_without_rerunning(tmp_path, monkeypatch):

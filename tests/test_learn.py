@@ -14,7 +14,7 @@ from policies import LearnedPolicy, get_policy
 from policies.errors import ConfigError, MaskpolicyError
 
 SMALL = dict(task="synthetic:birthplace", task_options={"num_entities": 24}, lm_warmup_steps=20, vocab_size=400,
-             max_length=32, progress=False)
+             max_length=32, progress=False, validate={"steps": 4})
 
 
 def test_distill_targets_pick_the_most_negative_hypergradients():
@@ -76,8 +76,10 @@ def test_nan_meta_step_is_skipped_and_reported(tmp_path, monkeypatch):
 def test_supervised_via_cli_and_show(tmp_path, capsys):
     out = tmp_path / "sup"
     code = main(["learn", "--task", "synthetic:birthplace", "--method", "supervised", "--out", str(out),
-                 "--epochs", "5", "--quiet"])
-    assert code == 0 and "recall" in capsys.readouterr().out
+                 "--epochs", "5", "--quiet", "--validate-steps", "4"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "recall" in printed
+    assert "validation (4 pre-training steps each" in printed and "<- kept" in printed
     assert main(["show", "--policy", str(out), "--text", "people say Dravik grew up in Velmora ."]) == 0
     assert "learned" in capsys.readouterr().out
 
@@ -117,7 +119,7 @@ def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path,
     out = tmp_path / "birthplace"
     world = ["--task-option", "num_entities=24", "--vocab-size", "400"]
     assert main(["learn", "--task", "synthetic:birthplace", "--method", "supervised", "--out", str(out),
-                 "--epochs", "2", "--quiet"] + world) == 0
+                 "--epochs", "2", "--quiet", "--no-validate"] + world) == 0
     run = tmp_path / "run"
     code = main(["pretrain", "--task", "synthetic:profession", "--policy", str(out), "--out", str(run), "--steps", "2",
                  "--batch-size", "4", "--no-evaluate", "--quiet"] + world)
@@ -128,3 +130,47 @@ def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path,
                  "--task-option", "seed=1", "--vocab-size", "400"])
     assert code == 2 and "another tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "other" / "model").exists()
+
+
+def test_validation_score_is_the_score_of_a_real_run(tmp_path):
+    """The kept candidate's recorded answer NLL and EM are what an ordinary ``pretrain`` with
+    that policy, from the same start, seed and steps, gives on the same questions."""
+    from tasks.registry import get_task
+    from train.config import PretrainConfig
+    from train.evaluate import cloze_metrics
+    from train.models import load_masked_lm, load_tokenizer
+    from train.pretrain import pretrain
+
+    world = dict(task="synthetic:birthplace", task_options={"num_entities": 24}, max_length=32)
+    start = tmp_path / "start"
+    pretrain(PretrainConfig(**world, vocab_size=400, policy="random", steps=3, out=str(start), eval_every=0,
+                            save_every=0, evaluate=False, progress=False))
+    out = tmp_path / "pol"
+    report = learn(LearnConfig(**world, method="meta", model=str(start / "model"), out=str(out), progress=False,
+                               meta={"meta_steps": 4, "outer_batch": 4, "eval_every": 4},
+                               validate={"steps": 6, "candidates": 2, "batch_size": 8}))
+    validation = report["validation"]
+    assert [c["candidate"] for c in validation["candidates"]] == ["meta-step 2", "meta-step 4"]
+    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"])
+    assert kept["answer_nll"] == min(c["answer_nll"] for c in validation["candidates"])
+    assert 0.0 <= kept["masks"]["key_masked"] <= 1.0 and kept["masks"]["answer_masked"] is not None
+    # Re-run by hand: the saved (kept) policy, the same start, steps, batch and seed.
+    run = tmp_path / "by-hand"
+    pretrain(PretrainConfig(**world, policy=str(out), model=str(start / "model"), steps=6, batch_size=8,
+                            learning_rate=1e-3, out=str(run), eval_every=0, save_every=0, evaluate=False, progress=False))
+    task = get_task(world["task"], **world["task_options"])
+    again = cloze_metrics(load_masked_lm(str(run / "model")), load_tokenizer(str(start / "model")), task.train, 32)
+    assert again["answer_nll"] == pytest.approx(kept["answer_nll"], abs=1e-5)
+    assert again["cloze_em"] == pytest.approx(kept["cloze_em"], abs=1e-9)
+    # The baseline is a real run too: random from the same start.
+    base = tmp_path / "random"
+    pretrain(PretrainConfig(**world, policy="random", model=str(start / "model"), steps=6, batch_size=8,
+                            out=str(base), eval_every=0, save_every=0, evaluate=False, progress=False))
+    random_nll = cloze_metrics(load_masked_lm(str(base / "model")), load_tokenizer(str(start / "model")), task.train, 32)
+    assert random_nll["answer_nll"] == pytest.approx(validation["baseline"]["answer_nll"], abs=1e-5)
+
+
+def test_validation_off_keeps_the_last_policy(tmp_path):
+    report = learn(LearnConfig(method="meta", out=str(tmp_path / "p"), meta={"meta_steps": 4, "outer_batch": 4},
+                               **{**SMALL, "validate": {"enabled": False}}))
+    assert report["validation"] == {"skipped": "off (validate.enabled: false)"}

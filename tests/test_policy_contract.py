@@ -68,10 +68,15 @@ def test_probabilities_shape_range_and_zero_at_special_and_padding(policy, batch
 def test_exact_budget_and_whole_units(policy, batch, spans, rate):
     b = _with_spans(batch) if spans else batch
     extras = {k: v for k, v in b.items() if k not in ("input_ids", "attention_mask")}
-    masker = Masker(policy, MaskingConfig(rate=rate))
+    # The exact budget is what "ranking" (and "random") fill draws; the default "none" masks the
+    # policy's selected tokens only: never more than the budget (checked below), possibly fewer.
+    masker = Masker(policy, MaskingConfig(rate=rate, fill="ranking"))
     mask, _ = masker.select(b["input_ids"], b["attention_mask"], torch.Generator().manual_seed(0), **extras)
     maskable = policy.maskable(b["input_ids"], b["attention_mask"])
     k = mask_budget(maskable, rate)
+    lean, probs = Masker(policy, MaskingConfig(rate=rate)).select(b["input_ids"], b["attention_mask"],
+                                                                 torch.Generator().manual_seed(0), **extras)
+    assert not (lean & (probs < 0.5)).any()  # "none": selected tokens only
     assert not (mask & ~maskable).any()
     got = mask.sum(1)
     units = policy.units(b["input_ids"], b["attention_mask"], generator=torch.Generator().manual_seed(0), **extras)
@@ -96,13 +101,13 @@ def test_exact_budget_and_whole_units(policy, batch, spans, rate):
 
 def test_same_seed_same_mask_and_deterministic_mode(policy, batch):
     extras = {"word_ids": batch["word_ids"]}
-    masker = Masker(policy, MaskingConfig(rate=0.2))
+    masker = Masker(policy, MaskingConfig(rate=0.2, fill="ranking"))
     a, _ = masker.select(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(7), **extras)
     b, _ = masker.select(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(7), **extras)
     c, _ = masker.select(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(8), **extras)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    det = Masker(policy, MaskingConfig(rate=0.2, deterministic=True))
+    det = Masker(policy, MaskingConfig(rate=0.2, deterministic=True, fill="ranking"))
     d1, _ = det.select(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(1), **extras)
     d2, _ = det.select(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(1), **extras)
     assert torch.equal(d1, d2)

@@ -41,7 +41,7 @@ def test_same_seed_same_files(tmp_path):
 
 def test_meta_learning_finds_the_asked_relation_in_an_unseen_world(harbour, tmp_path):
     report = learn(LearnConfig(task=harbour, method="meta", out=str(tmp_path / "pol"), lm_warmup_steps=20,
-                               max_length=32, progress=False,
+                               max_length=32, progress=False, validate={"enabled": False},
                                meta={"meta_steps": 60, "eval_every": 60, "outer_batch": 8}))
     held = report["held_out"]
     assert report["skipped_steps"] == 0

@@ -29,11 +29,17 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size: int = 128) -> float:
     """Fraction of questions whose answer tokens are all predicted exactly."""
+    return cloze_metrics(model, tokenizer, questions, max_length, batch_size)["cloze_em"]
+
+
+@torch.no_grad()
+def cloze_metrics(model, tokenizer, questions, max_length: int = 64, batch_size: int = 128) -> dict:
+    """``cloze_em`` (every answer token exact) and ``answer_nll`` (mean cross-entropy of the
+    answer tokens: smooth where exact match is still 0 for every model)."""
     if not questions:
-        return float("nan")
+        return {"cloze_em": float("nan"), "answer_nll": float("nan")}
     data = encode_cloze(tokenizer, questions, max_length=max_length)
     # Shortest first: batches of similar lengths carry little padding (the score is a count).
     lengths = [len(ids) for ids in data["input_ids"]]
@@ -43,15 +49,18 @@ def cloze_accuracy(model, tokenizer, questions, max_length: int = 64, batch_size
                         batch_size=batch_size, collate_fn=pad)
     was_training = model.training
     model.eval()
-    device, correct = _device_of(model), 0
+    device, correct, nll, tokens = _device_of(model), 0, 0.0, 0
     for batch in loader:
         labels = batch.pop("labels").to(device)  # [B, T], -100 outside the blank
         selected = labels != -100
         predicted = labels.clone()  # positions outside the blank stay -100: they do not count
-        predicted[selected] = logits_at(model, {k: v.to(device) for k, v in batch.items()}, selected).argmax(-1)
+        logits = logits_at(model, {k: v.to(device) for k, v in batch.items()}, selected)  # [n, V]
+        predicted[selected] = logits.argmax(-1)
         correct += int(cloze_exact_match(predicted, labels).sum())
+        nll += float(torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="sum"))
+        tokens += int(selected.sum())
     model.train(was_training)
-    return correct / len(questions)
+    return {"cloze_em": correct / len(questions), "answer_nll": nll / max(tokens, 1)}
 
 
 @torch.no_grad()

@@ -66,6 +66,8 @@ def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> t
     labels = batch["labels"]  # [B, T], -100 where not masked
     selected = labels != -100  # [B, T]
     logits = logits_at(model, {k: v for k, v in batch.items() if k != "labels"}, selected, head)  # [n, V]
+    if not bool(selected.any()):  # a policy that may mask fewer (fill "none") masked nothing here:
+        return logits.sum() * 0.0  # a zero loss with a graph (the mean over no token would be NaN)
     return torch.nn.functional.cross_entropy(logits, labels[selected])
 
 
