@@ -183,7 +183,7 @@ def show(args) -> int:
     policy = get_policy(data["policy"], tokenizer, **data.get("policy_options", {}))
     view = policy_view(policy, tokenizer, data["text"], rate=float(data.get("rate", 0.15)),
                        seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)),
-                       max_length=int(data.get("max_length", 512)))
+                       max_length=int(data.get("max_length", 512)), fill=data.get("fill"))
     print(render_terminal(view))
     if data.get("png"):
         print(f"wrote {save_heatmap(view, data['png'])}")
@@ -228,7 +228,8 @@ def _show_passages(data: dict) -> int:
         print(f"\npassage {i}, key {passage.key!r}: {status}")
         view = policy_view(policy, tokenizer, passage.text, rate=float(data.get("rate", 0.15)),
                            seed=int(data.get("seed", 0)), deterministic=bool(data.get("deterministic", False)),
-                           max_length=max_length, extras={"word_ids": word_ids, "span_ids": span_ids})
+                           max_length=max_length, extras={"word_ids": word_ids, "span_ids": span_ids},
+                           fill=data.get("fill"))
         print(render_terminal(view))
     return 0
 

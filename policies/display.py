@@ -32,7 +32,7 @@ class PolicyView:
 
 def policy_view(policy: MaskingPolicy, tokenizer, text: str, *, rate: float = 0.15, seed: int = 0,
                 deterministic: bool = False, max_length: int = 512,
-                extras: dict[str, list[int]] | None = None) -> PolicyView:
+                extras: dict[str, list[int]] | None = None, fill: str | None = None) -> PolicyView:
     """The policy's probabilities and one sampled mask over ``text``.
 
     ``extras``: per-token lists over the tokenised text (special tokens included, one entry
@@ -52,7 +52,8 @@ def policy_view(policy: MaskingPolicy, tokenizer, text: str, *, rate: float = 0.
     word_ids = list(extras.pop("word_ids", None) or [-1 if w is None else w for w in enc.word_ids(0)])
     tensors = {"word_ids": torch.tensor([word_ids])}
     tensors.update({name: torch.tensor([list(values)]) for name, values in extras.items()})
-    masker = Masker(policy, MaskingConfig(rate=rate, deterministic=deterministic))
+    fill = fill or MaskingConfig().fill  # the sampler's fill mode (default: what pre-training uses)
+    masker = Masker(policy, MaskingConfig(rate=rate, deterministic=deterministic, fill=fill))
     with torch.no_grad():
         mask, probs = masker.select(enc["input_ids"], enc["attention_mask"],
                                     torch.Generator().manual_seed(seed), **tensors)

@@ -111,6 +111,16 @@ def test_meta_config_validation():
         MetaConfig(backend="nope")
     with pytest.raises(ConfigError):
         MetaConfig(co_train="sometimes")
+    for bad in (dict(targets="quartiles"), dict(split_margin=0.0), dict(split_margin=1.5), dict(neutral_target=1.0)):
+        with pytest.raises(ConfigError):
+            MetaConfig(**bad)
+    assert (MetaConfig().targets, MetaConfig().split_margin, MetaConfig().balance, MetaConfig().context) == \
+        ("three_way", 0.5, False, False)
+    from meta.validate import ValidateConfig
+
+    for bad in (dict(steps=0), dict(candidates=0), dict(questions="dev"), dict(learning_rate=0)):
+        with pytest.raises(ConfigError):
+            ValidateConfig(**bad)
 
 
 def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path, capsys):
@@ -174,3 +184,17 @@ def test_validation_off_keeps_the_last_policy(tmp_path):
     report = learn(LearnConfig(method="meta", out=str(tmp_path / "p"), meta={"meta_steps": 4, "outer_batch": 4},
                                **{**SMALL, "validate": {"enabled": False}}))
     assert report["validation"] == {"skipped": "off (validate.enabled: false)"}
+
+
+def test_meta_learning_prints_no_warm_up_evaluation_as_the_policys(tmp_path, capsys):
+    """The LM warm-up is labelled as such and evaluates nothing; the lines that report scores
+    are the policy's own (recall, validation)."""
+    code = main(["learn", "--method", "meta", "--task", "synthetic:birthplace", "--task-option", "num_entities=24",
+                 "--vocab-size", "400", "--max-length", "32", "--meta-steps", "2", "--validate-steps", "2",
+                 "--out", str(tmp_path / "p")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    printed = out.out + out.err
+    assert "LM warm-up: 50 steps of random-masking MLM" in printed and "not the policy" in printed
+    assert "cloze_em=" not in printed  # no "step 50: cloze_em=..." from the warm-up
+    assert "validation (2 pre-training steps each" in printed
