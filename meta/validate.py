@@ -10,7 +10,8 @@ and scores each trained model on cloze questions:
 - ``answer_nll``: mean cross-entropy of the answer tokens (the selection score, lower is
   better: smooth after a few hundred steps, when exact match is still near 0 for every policy);
 - ``cloze_em``: exact match on the same questions;
-- the candidate's ``mask_profile`` (answer, key/subject and other tokens masked).
+- the candidate's ``mask_profile`` (answer, key/subject and other tokens masked), on the
+  evaluation entities' passages where the task marks them (a report beside the score).
 
 The questions are the task's *training* questions by default (``questions: train``): the
 learner may use them, and choosing among policies by the evaluation questions would bias the
@@ -96,6 +97,9 @@ def validate_policies(candidates: list[tuple[str, object]], lm_dir: str, tokeniz
     questions = task.train if config.questions == "train" else task.eval
     if not questions:
         raise ConfigError(f"validate: task {task.name} has no {config.questions} questions")
+    # What the masks cover is read on the evaluation entities' passages when the task marks
+    # them (the held-out side, as the learners' recall is): a report, not part of the choice.
+    profile_split = "eval" if any(sp.split == "eval" for p in task.corpus for sp in p.spans) else "train"
     started = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="maskpolicy-validate-")
     rows = []
@@ -109,7 +113,7 @@ def validate_policies(candidates: list[tuple[str, object]], lm_dir: str, tokeniz
                                                    config, masking, questions)}
             row["nll_gain"] = round(baseline["answer_nll"] - row["answer_nll"], 5)
             row["em_gain"] = round(row["cloze_em"] - baseline["cloze_em"], 5)
-            row["masks"] = mask_profile(policy, tokenizer, task, masking, split=config.questions,
+            row["masks"] = mask_profile(policy, tokenizer, task, masking, split=profile_split,
                                         max_length=learn_config.max_length, seed=learn_config.seed)
             rows.append(row)
     finally:
