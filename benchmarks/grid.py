@@ -7,11 +7,11 @@ size, corpus, model, mask budget and seed list; only the policy differs. Rows:
 - heuristics by name (``random``, ``whole_word``, ``span``, ``salient_span``, ``pmi``);
 - ``selective``: Train No Evil (Gu et al. 2020): a policy network trained on buffer-rule
   importance labels from a fine-tuned classifier, masking *only* tokens it predicts
-  important, top-scored first (``fill_zero: false``, deterministic), so it may use less
-  than the budget; classification tasks only;
+  important (p >= 0.5, the default fill ``none``), top-scored first (deterministic), so it
+  may use less than the budget; classification tasks only;
 - ``learned-supervised``: the policy network from ``maskpolicy learn --method supervised``
   (answer spans for cloze tasks, the same importance labels for classification tasks),
-  used as a soft policy that fills the budget;
+  sampled (Gumbel) under the suite's fill mode;
 - ``learned-meta``: the policy network meta-learned from the downstream loss (cloze tasks).
 
 Each seed learns its own policy (``policies/<task>/<method>/seed<k>``), so the spread over
