@@ -5,8 +5,10 @@ Same constructor names (``mlm``, ``mlm_probability``, ``mask_replace_prob``,
 ``return_tensors``), same output keys (``input_ids``, ``attention_mask``, ``token_type_ids``
 when given, ``labels`` with -100 where not masked), usable as ``data_collator=`` in a
 ``Trainer`` or as ``collate_fn=`` in any ``DataLoader``. What it adds: any masking policy,
-an exact per-sequence budget, and policy extras (``word_ids``, ``span_ids``) carried
-through padding and consumed by the policy (never handed to the model).
+an exact per-sequence budget (``fill``: ``"none"``, the default, masks only the tokens a
+policy selects, which for ``random`` and the other uniform heuristics is the whole budget;
+``"ranking"``/``"random"`` fill it, see ``sampler.py``), and policy extras (``word_ids``,
+``span_ids``) carried through padding and consumed by the policy (never handed to the model).
 
 Padding is done here with plain tensor copies rather than ``tokenizer.pad`` (which walks
 every feature in Python and dominates the cost of the HF collator).
@@ -40,6 +42,7 @@ class MaskingCollator:
         pad_to_multiple_of: int | None = None,
         whole_word_mask: bool = False,
         deterministic: bool = False,
+        fill: str = "none",
         seed: int | None = None,
         return_tensors: str = "pt",
         policy_options: dict | None = None,
@@ -64,6 +67,7 @@ class MaskingCollator:
             mask_replace_prob=mask_replace_prob,
             random_replace_prob=random_replace_prob,
             deterministic=deterministic,
+            fill=fill,
         )
         self.masker = Masker(self.policy, self.config)
         self.seed = seed
