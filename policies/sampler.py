@@ -88,12 +88,13 @@ def _keys(probs: torch.Tensor, maskable: torch.Tensor, generator, deterministic:
     if not deterministic:
         keys = keys + gumbel
     usable = positive if not fill_zero else maskable
-    if fill != "ranking":
-        selected = maskable & (p >= select_threshold)
-        # "random": unselected tokens are ordered by the noise alone (uniform without
-        # replacement), below every selected one; "none": never taken.
-        rest = gumbel if fill == "random" else torch.full_like(keys, -math.inf)
-        keys = torch.where(selected, keys + _SELECTED, rest)
+    if fill == "none":  # selected tokens keep their keys (so the draw among them is the ranking's); the rest never
+        keys = torch.where(maskable & (p >= select_threshold), keys, torch.full_like(keys, -math.inf))
+    elif fill == "random":
+        # Selected tokens above every unselected one; the unselected ordered by the noise alone
+        # (uniform without replacement). float64: an offset of 1e5 in float32 would round the
+        # keys to 1/128 and break ties by position.
+        keys = torch.where(maskable & (p >= select_threshold), keys.double() + _SELECTED, gumbel.double())
     return torch.where(usable, keys, torch.full_like(keys, -math.inf))
 
 

@@ -70,3 +70,17 @@ def test_fill_options_are_validated():
     with pytest.raises(ConfigError, match="select_threshold"):
         MaskingConfig(fill="random", select_threshold=0.0)
     assert MaskingConfig().fill == "none"  # chosen by the downstream result (masker.py)
+
+
+def test_none_draws_exactly_the_ranking_mask_when_everything_is_selected():
+    """A policy that selects every token (random, span, ...) gets the same mask under every
+    mode from the same generator: "none" must not perturb the keys of the selected tokens."""
+    probs = torch.ones(64, 30)
+    maskable = torch.ones_like(probs, dtype=torch.bool)
+    masks = {fill: sample_mask(probs, maskable, 0.15, fill=fill, generator=torch.Generator().manual_seed(3))
+             for fill in ("ranking", "none", "random")}
+    assert torch.equal(masks["none"], masks["ranking"]) and torch.equal(masks["random"], masks["ranking"])
+    units = torch.arange(30).div(2, rounding_mode="floor").mul(2).expand(64, 30)  # two-token words
+    unit_masks = {fill: sample_mask(probs, maskable, 0.15, units=units, fill=fill,
+                                    generator=torch.Generator().manual_seed(3)) for fill in ("ranking", "none")}
+    assert torch.equal(unit_masks["none"], unit_masks["ranking"])
