@@ -4,10 +4,11 @@ curves and the transfer matrix.
 Sizes (2 CPU cores, two one-thread workers):
 
 - full:  4 relations x 9 grid rows x 3 seeds, 1,000 intermediate steps per cell, 20
-         evaluations per run; policies learned per (relation, seed); 4 x 4 transfer on
-         the first seed. 37 min from an empty directory.
+         evaluations per run; policies learned per (relation, seed), each validated
+         downstream; 4 x 4 transfer on the first seed; the dense world and the fill
+         comparison (``dense_world.py``). 57 min from an empty directory.
 - quick: 2 relations (birthplace, profession), 6 rows, 1 seed, 400 steps, 150 meta-steps;
-         2 x 2 transfer. 2.7 min.
+         2 x 2 transfer; the dense world without the fill comparison.
 - gpu:   (``--preset gpu``) the full grid with 5 seeds, 2,000 steps per cell, 600
          meta-steps, transfer on every seed. Defined for a GPU; not yet run.
 
