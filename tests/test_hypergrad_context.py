@@ -11,32 +11,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertForMaskedLM
 
-from meta.hypergrad import InnerConfig, func_unrolled, hypergradient, per_token_loss, prepare_for_meta
+from meta.hypergrad import InnerConfig, func_unrolled, hypergradient, per_token_loss
+from test_hypergrad import B, T, V, lm, one_thread  # noqa: F401  (the same tiny float64 BERT and thread setting)
 
-B, T, V, MASK = 3, 8, 50, 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def lm(one_thread):
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        max_position_embeddings=16)
-    model = prepare_for_meta(BertForMaskedLM(config).double())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+MASK = 4
 
 
 @pytest.fixture(scope="module")
