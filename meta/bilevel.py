@@ -55,7 +55,7 @@ class MetaConfig:
     split_margin: float = 0.5  # three_way: helpful = -g >= margin x the Otsu split of the helpful -g
     balance: bool = False  # up-weight positives (negatives/positives, at most 20) so that p >= 0.5 on them
     context: bool = False  # g also holds the context side: what hiding a candidate from the input does
-    #   (on the dense world ~1/50 of the loss side with the warmed LM: same policies, 20% more time)
+    #   (on the dense world ~1/50 of the loss side with the warmed LM: the same policies came out)
     rate: float = 0.15  # the budget the policy is used with (distillation targets)
     policy_lr: float = 3e-3
     co_train: str = "none"  # none: the LM stays as warmed up (default: the strongest signal,

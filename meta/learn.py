@@ -86,7 +86,8 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
     tokenizer.save_pretrained(tok_dir)
     if config.progress:
         print(f"LM warm-up: {max(config.lm_warmup_steps, 1)} steps of random-masking MLM on the task corpus "
-              "(the language model the meta-steps differentiate through; not the policy)")
+              "(the language model that meta-steps differentiate through and validation runs start from; "
+              "not the policy)")
     pretrain(PretrainConfig(task=config.task, task_options=config.task_options, data_dir=config.data_dir,
                             policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(workdir, "run"),
                             steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,

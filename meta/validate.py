@@ -69,7 +69,7 @@ def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: Validat
     """One short intermediate pre-training from ``lm_dir`` with ``policy``; its cloze scores."""
     from train.config import PretrainConfig
     from train.evaluate import cloze_metrics
-    from train.models import load_masked_lm
+    from train.models import load_masked_lm, load_tokenizer
     from train.pretrain import pretrain
 
     started = time.perf_counter()
@@ -79,8 +79,6 @@ def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: Validat
                             max_length=learn_config.max_length, seed=learn_config.seed, masking=masking,
                             eval_every=0, save_every=0, evaluate=False, progress=False))
     model = load_masked_lm(os.path.join(out, "model"))
-    from train.models import load_tokenizer
-
     scores = cloze_metrics(model, load_tokenizer(lm_dir), questions, learn_config.max_length)
     return {k: round(v, 5) for k, v in scores.items()} | {"seconds": round(time.perf_counter() - started, 1)}
 
@@ -119,7 +117,6 @@ def validate_policies(candidates: list[tuple[str, object]], lm_dir: str, tokeniz
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     best = min(rows, key=lambda r: (r["answer_nll"], -r["cloze_em"]))
-    baseline["masks"] = None
     return {"config": config.to_dict(), "masking": masking.to_dict(), "baseline_policy": config.baseline,
             "baseline": baseline, "candidates": rows, "selected": best["candidate"],
             "seconds": round(time.perf_counter() - started, 1)}
