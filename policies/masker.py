@@ -60,12 +60,20 @@ class MaskingConfig:
 class Masker:
     """Applies a policy to padded batches. Stateless apart from the policy's own weights."""
 
-    def __init__(self, policy: MaskingPolicy, config: MaskingConfig | None = None) -> None:
+    def __init__(self, policy: MaskingPolicy, config: MaskingConfig | None = None, *,
+                 allow_empty_rows: bool = False) -> None:
+        """``allow_empty_rows``: a row with nothing maskable (only special tokens or padding)
+        gets no mask and all -100 labels, as in the HF collator; by default it is refused,
+        because in a training loop it usually means broken data."""
         if not isinstance(policy, MaskingPolicy):
             raise ConfigError(f"expected a MaskingPolicy, got {type(policy).__name__}")
         self.policy = policy
         self.config = config or MaskingConfig()
+        self.allow_empty_rows = allow_empty_rows
         self.candidates = replacement_candidates(policy.vocab.vocab_size, policy.vocab.special_ids)
+        if self.config.random_replace_prob > 0 and self.candidates.numel() == 0:
+            raise ConfigError("the vocabulary has no ordinary (non-special) token to use as a random replacement; "
+                              "set random_replace_prob=0")
 
     @torch.no_grad()
     def select(
@@ -80,7 +88,7 @@ class Masker:
             raise MaskpolicyError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
         extras = {k: v for k, v in extras.items() if isinstance(v, torch.Tensor)}
         maskable = self.policy.maskable(input_ids, attention_mask, extras.get("special_tokens_mask"))
-        if not maskable.any(dim=1).all():
+        if not self.allow_empty_rows and not maskable.any(dim=1).all():
             bad = (~maskable.any(dim=1)).nonzero().flatten().tolist()
             raise MaskpolicyError(
                 f"sequence(s) {bad[:5]} of the batch have no maskable token (only special tokens or padding)"
