@@ -14,10 +14,48 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
-from policies.errors import MaskpolicyError
+from maskpolicy.policies.errors import MaskpolicyError
 
 from . import commands
+
+
+class UsageError(MaskpolicyError):
+    """A command line argparse refuses (unknown flag, bad choice or number, no subcommand)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line ``maskpolicy: error: SUBCOMMAND:
+    ...`` and exit code 2 (through ``main``), not the usage block; ``--help`` is unchanged."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(_usage_message(self.prog, message))
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:  # type: ignore[override]
+        # The subparser leaves its unknown arguments to this top-level parser, which would
+        # report them without the subcommand's name.
+        parsed, extras = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command", None)
+        if extras:
+            raise UsageError(_usage_message(f"{self.prog} {command or ''}".strip(),
+                                            f"unrecognized arguments: {' '.join(extras)}"))
+        names = _subcommands(self)
+        if names and command is None:
+            raise UsageError(f"missing subcommand: give one of {', '.join(names)} (see {self.prog} --help)")
+        return parsed
+
+
+def _usage_message(prog: str, message: str) -> str:
+    """``pretrain: MESSAGE (see maskpolicy pretrain --help)`` from a parser's ``prog``
+    ("maskpolicy pretrain"): the usage block is gone, so the message points to the help."""
+    command = prog.split(" ", 1)[1] if " " in prog else ""
+    return f"{command + ': ' if command else ''}{message} (see {prog} --help)"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -33,8 +71,9 @@ def _add_task(p: argparse.ArgumentParser, vocab_size: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskpolicy", description="Learned masking policies for MLM pre-training.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="maskpolicy", description="Learned masking policies for MLM pre-training.")
+    # Not required=True: Parser.parse_args names the subcommands when none is given.
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     p = sub.add_parser("pretrain", help="pre-train a masked LM on a task corpus with a masking policy, then evaluate")
     _add_config(p)
@@ -60,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (model/, results.json, checkpoints/)")
     p.add_argument("--data-dir", help="directory of the real data sets (default: $MASKPOLICY_DATA_DIR)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", default=None, dest="overwrite",
+                   help="replace an earlier run in --out (without it an existing run is refused; use --resume to "
+                   "continue it)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], dest="mixed_precision",
+                   help="passed to accelerate; bf16 works on CPU")
     p.add_argument("--no-evaluate", action="store_false", dest="evaluate", default=None)
     p.add_argument("--cpu", action="store_const", const="cpu", dest="device")
     p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
@@ -99,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="results JSON (default: MODEL/eval_<task>.json)")
+    p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
 
     p = sub.add_parser("show", help="show a policy's mask probabilities over a text")
     _add_config(p)
@@ -152,9 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return int(getattr(commands, args.command)(args) or 0)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help: argparse printed it (errors raise UsageError instead)
+            return done.code if isinstance(done.code, int) else 0
+        from maskpolicy.train.progress import library_progress_bars  # imports the training stack: not for --help
+
+        with library_progress_bars(show=getattr(args, "progress", None) is not False):
+            return int(getattr(commands, args.command)(args) or 0)
     except MaskpolicyError as err:
         print(f"maskpolicy: error: {err}", file=sys.stderr)
         return 2

@@ -96,9 +96,8 @@ def save_heatmap(view: PolicyView, path: str, per_row: int = 16) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("--png needs matplotlib: pip install 'maskpolicy[plot]'") from None
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConfigError(f"directory for {path} does not exist")
+    # Created like every other output's (the command line checked that it can be, up front).
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     rows = max(1, -(-len(view.tokens) // per_row))
     fig, ax = plt.subplots(figsize=(min(per_row, len(view.tokens)) * 0.9 + 1.5, rows * 0.6 + 0.9))
     cmap = plt.get_cmap("viridis")

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .errors import ArtifactError, ConfigError
+from .paths import read_text
 from .vocab import VocabInfo
 
 FORMAT = "maskpolicy-pmi-table/1"
@@ -74,11 +75,11 @@ class PmiTable:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ArtifactError(f"PMI table {path!r} not found; {BUILD_HINT}")
+        text = read_text(path, fix=f"rebuild it: {BUILD_HINT}", error=ArtifactError)
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"PMI table {path!r} is corrupt (not valid JSON: {e}); rebuild it") from e
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"PMI table {path!r} is corrupt (not valid JSON: {e}); rebuild it") from None
         if not isinstance(data, dict):
             raise ArtifactError(f"PMI table {path!r} is corrupt (expected a JSON object); rebuild it")
         missing = [k for k in _REQUIRED if k not in data]

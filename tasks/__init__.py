@@ -1,6 +1,6 @@
 """What a task is: intermediate corpus, downstream data, metric and supervision signal.
 
-    from tasks.registry import get_task
+    from maskpolicy.tasks.registry import get_task
     task = get_task("synthetic:birthplace")
 """
 from .base import BLANK, ClozeQuestion, LabeledText, Passage, Span, Task

@@ -20,7 +20,7 @@ import warnings
 import datasets
 import torch
 
-from policies.errors import DataError
+from maskpolicy.policies.errors import DataError
 
 from .base import BLANK, ClozeQuestion, LabeledText, Passage
 

@@ -49,7 +49,8 @@ from collections import defaultdict
 
 import yaml
 
-from policies.errors import DataError
+from maskpolicy.policies.errors import DataError
+from maskpolicy.policies.paths import read_text, utf8_errors
 
 from .base import BLANK, ClozeQuestion, LabeledText, Passage, Span, Task
 from .text import cloze_from_context, find_whole_word, words_of
@@ -72,17 +73,15 @@ def find_spec(path: str) -> str:
 
 
 def read_spec(spec_path: str) -> dict:
+    text = read_text(spec_path)
     try:
-        with open(spec_path, encoding="utf-8") as fh:
-            spec = json.load(fh) if spec_path.endswith(".json") else yaml.safe_load(fh)
+        spec = json.loads(text) if spec_path.endswith(".json") else yaml.safe_load(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{spec_path}: line {err.lineno}: invalid JSON: {err.msg}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise DataError(f"{spec_path}: {where}invalid YAML: {getattr(err, 'problem', None) or err}") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{spec_path}: not UTF-8 text: {err}") from None
     if not isinstance(spec, dict):
         raise DataError(f"{spec_path}: expected a mapping of keys (name, type, corpus, train, eval)")
     return spec
@@ -94,7 +93,7 @@ def _rows(path: str) -> list[tuple[int, dict]]:
         raise DataError(f"data file not found: {path}")
     out: list[tuple[int, dict]] = []
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as fh:
+        with utf8_errors(path), open(path, encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -106,7 +105,7 @@ def _rows(path: str) -> list[tuple[int, dict]]:
                     raise DataError(f"{path}: line {line_no}: expected a JSON object, got {type(row).__name__}")
                 out.append((line_no, row))
     elif path.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as fh:
+        with utf8_errors(path), open(path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
             for row in reader:
                 if any(isinstance(v, str) and v.strip() for v in row.values()):
@@ -130,7 +129,7 @@ def read_corpus(path: str) -> list[Passage]:
     if path.endswith(".txt"):
         if not os.path.isfile(path):
             raise DataError(f"corpus file not found: {path}")
-        with open(path, encoding="utf-8") as fh:
+        with utf8_errors(path), open(path, encoding="utf-8") as fh:
             passages = [Passage(line.strip()) for line in fh if line.strip()]
         if not passages:
             raise DataError(f"{path}: the corpus is empty")

@@ -29,7 +29,8 @@ import random
 import sys
 from collections.abc import Callable
 
-from policies.errors import ConfigError, DataError
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.policies.paths import read_text, utf8_errors
 
 from .base import ClozeQuestion, LabeledText, Passage, Span, Task
 from .text import chunk_passages, cloze_from_context, sentence_bounds
@@ -62,11 +63,8 @@ def _require(root: str, rel_paths: list[str], what: str) -> list[str]:
 
 def _read_lines(path: str, encoding: str = "utf-8") -> list[tuple[int, str]]:
     """``(line_number, stripped_line)`` of the non-empty lines; DataError when there are none."""
-    try:
-        with open(path, encoding=encoding) as fh:
-            rows = [(i, line.strip()) for i, line in enumerate(fh, 1)]
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: cannot decode as {encoding}: {err}") from None
+    with utf8_errors(path), open(path, encoding=encoding) as fh:  # latin-1 decodes any byte
+        rows = [(i, line.strip()) for i, line in enumerate(fh, 1)]
     rows = [(i, line) for i, line in rows if line]
     if not rows:
         raise DataError(f"{path}: file is empty")
@@ -87,7 +85,7 @@ def _imdb_passages(root: str, max_words: int) -> tuple[list[Passage], list[Passa
     (path,) = _require(root, [_IMDB], "the IMDB sample as a csv with columns label,text,is_valid")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     corpus, held = [], []
-    with open(path, encoding="utf-8", newline="") as fh:
+    with utf8_errors(path), open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"text", "is_valid"} <= set(reader.fieldnames):
             raise DataError(f"{path}: line 1: expected a header with columns label,text,is_valid, "
@@ -186,9 +184,9 @@ def _load_wikitext2(root: str, seed: int, max_words: int, cap: int | None) -> Ta
 
 def _load_squad(root: str, seed: int, max_words: int, cap: int | None) -> Task:
     (path,) = _require(root, [_SQUAD], "a SQuAD 2.0 json file")
+    text = read_text(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            articles = json.load(fh)["data"]
+        articles = json.loads(text)["data"]
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from None
     except (KeyError, TypeError):

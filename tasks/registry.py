@@ -6,10 +6,11 @@ the real sets of ``real.py`` (read from ``data_dir`` / ``$MASKPOLICY_DATA_DIR``)
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import fields
 
-from policies.errors import ConfigError, DataError
+from maskpolicy.policies.errors import ConfigError, DataError
 
 from .base import Task
 from .files import load_task_from_files
@@ -27,7 +28,15 @@ def _looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.endswith(_SPEC_SUFFIXES) or name.startswith(".")
 
 
+def _builder_options(builder, *filled: str) -> set[str]:
+    """The options a task builder really takes: its parameters less those ``get_task`` fills
+    itself (name, path, data_dir). Derived, so the list in errors cannot drift from the code."""
+    return set(inspect.signature(builder).parameters) - set(filled)
+
+
 def _check_options(name: str, options: dict, allowed: set[str]) -> None:
+    """``options`` lacks ``seed`` (get_task takes it itself); ``allowed`` includes it, so the
+    error lists every option a user can give."""
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; "
@@ -49,13 +58,13 @@ def get_task(name_or_path: str, data_dir: str | None = None, seed: int = 0, **op
         if relation is not None and relation not in TEMPLATES:
             raise ConfigError(f"unknown synthetic relation {relation!r}; known: "
                               f"{', '.join('synthetic:' + r for r in TEMPLATES)}")
-        _check_options(name, options, {f.name for f in fields(SyntheticWorldConfig)} - {"seed"})
+        _check_options(name, options, {f.name for f in fields(SyntheticWorldConfig)})
         task = build_synthetic_task(relation, SyntheticWorldConfig(seed=seed, **options))
     elif name in REAL_TASKS:
-        _check_options(name, options, {"max_words", "max_corpus_passages"})
+        _check_options(name, options, _builder_options(load_real_task, "name", "data_dir"))
         task = load_real_task(name, data_dir=data_dir, seed=seed, **options)
     elif os.path.exists(name) or _looks_like_path(name):
-        _check_options(name, options, set())
+        _check_options(name, options, _builder_options(load_task_from_files, "path"))
         task = load_task_from_files(name, seed=seed)
     else:
         raise ConfigError(f"unknown task {name!r}; known: {', '.join(available_tasks())}; "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from policies.errors import ConfigError
+from maskpolicy.policies.errors import ConfigError
 
 from .base import BLANK, ClozeQuestion, Passage, Span, Task
 

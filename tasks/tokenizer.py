@@ -22,7 +22,8 @@ from collections import Counter, defaultdict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
-from policies.errors import ConfigError, DataError
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.policies.paths import read_text
 
 from .base import Task
 
@@ -142,8 +143,7 @@ def load_vocab_tokenizer(vocab_file: str, lowercase: bool = True) -> BertTokeniz
     """A ``BertTokenizerFast`` from a WordPiece vocab file (one token per line)."""
     if not os.path.isfile(vocab_file):
         raise DataError(f"vocabulary file not found: {vocab_file} (expected a WordPiece vocab.txt)")
-    with open(vocab_file, encoding="utf-8") as fh:
-        tokens = [line.rstrip("\n") for line in fh]
+    tokens = read_text(vocab_file).split("\n")
     vocab = {t: i for i, t in enumerate(tokens) if t}
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:

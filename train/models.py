@@ -10,7 +10,7 @@ import os
 
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
-from policies.errors import ArtifactError, ConfigError
+from maskpolicy.policies.errors import ArtifactError, ConfigError
 
 PRESETS: dict[str, dict] = {
     # name: layers, hidden size, heads, feed-forward size
@@ -48,16 +48,46 @@ def _looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/")
 
 
+# Any one of these is enough for AutoTokenizer (the fast tokenizer or the files it is built from).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def missing_model_files(directory: str, tokenizer: bool = True) -> list[str]:
+    """What the model directory ``directory`` lacks: config.json, weights and (``tokenizer``)
+    tokenizer files, in the words of the error message."""
+    files = set(os.listdir(directory))
+    missing = []
+    if "config.json" not in files:
+        missing.append("config.json")
+    if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
+        missing.append("weights (*.safetensors / *.bin)")
+    if tokenizer and not files & set(TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json / vocab.txt)")
+    return missing
+
+
+def check_model_dir(directory: str, tokenizer: bool = True) -> None:
+    """Refuse an incomplete model directory with one line naming everything it lacks, before
+    transformers gets to fail on the first missing piece with a message of its own."""
+    missing = missing_model_files(directory, tokenizer)
+    if missing:
+        raise ArtifactError(f"model directory {directory} is incomplete: no {', no '.join(missing)} "
+                            "(pretrain writes a complete one to its --out/model)")
+
+
+def load_model_tokenizer(name_or_path: str):
+    """The tokenizer of the masked LM ``name_or_path`` (a directory is checked whole first:
+    the tokenizer is loaded before the model, so it would otherwise report only itself)."""
+    if os.path.isdir(name_or_path):
+        check_model_dir(name_or_path)
+    return load_tokenizer(name_or_path)
+
+
 def load_masked_lm(name_or_path: str):
     """A masked LM from a local directory or a hub name, with clear errors."""
     if os.path.isdir(name_or_path):
-        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
-            raise ArtifactError(f"model directory {name_or_path} is incomplete: no config.json")
-        has_weights = any(
-            f.endswith((".safetensors", ".bin")) for f in os.listdir(name_or_path)
-        )
-        if not has_weights:
-            raise ArtifactError(f"model directory {name_or_path} is incomplete: no weights (*.safetensors / *.bin)")
+        check_model_dir(name_or_path, tokenizer=False)  # the tokenizer may come from --tokenizer
     elif _looks_local(name_or_path):
         raise ArtifactError(f"model directory not found: {name_or_path}")
     try:
@@ -70,9 +100,12 @@ def load_masked_lm(name_or_path: str):
 
 def load_tokenizer(name_or_path: str):
     if os.path.isfile(name_or_path):  # a WordPiece vocab file
-        from tasks.tokenizer import load_vocab_tokenizer
+        from maskpolicy.tasks.tokenizer import load_vocab_tokenizer
 
         return load_vocab_tokenizer(name_or_path)
+    if os.path.isdir(name_or_path) and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_FILES):
+        raise ArtifactError(f"tokenizer directory {name_or_path} holds no tokenizer files ({' / '.join(TOKENIZER_FILES)}); "
+                            "give a model or tokenizer directory written by pretrain, or a WordPiece vocab file")
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as err:
