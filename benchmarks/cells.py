@@ -18,21 +18,26 @@ two-thread run: the tiny models are overhead-bound, not FLOP-bound).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 import traceback
 
-from train.checkpoint import write_json_atomic
+from maskpolicy.train.checkpoint import write_json_atomic
 
 FAILED_FILE = "failed.json"
 
 
 def _comparable(config: dict) -> dict:
     """What decides a cell's result, as it reads back from JSON (tuples become lists);
-    progress bars do not count."""
-    return json.loads(json.dumps({k: v for k, v in config.items() if k != "progress"}))
+    progress bars and how the output directory is taken do not count, nor options added
+    since a cell was written while they hold their default."""
+    ignored = {"progress", "overwrite", "resume"}
+    defaults = {"mixed_precision": "no"}
+    return json.loads(json.dumps({k: v for k, v in config.items()
+                                  if k not in ignored and not (k in defaults and v == defaults[k])}))
 
 
 def _read(path: str) -> dict | None:
@@ -86,7 +91,7 @@ def pretrain_cell(config) -> dict:
     """``train.pretrain`` for a ``PretrainConfig``; ``{"status": "done"|"failed", ...}``.
     A finished cell is reused when its config and, for a saved policy, the policy's files
     are unchanged."""
-    from train.pretrain import RESULTS_FILE, pretrain
+    from maskpolicy.train.pretrain import RESULTS_FILE, pretrain
 
     wanted = config.to_dict()
     digests = input_digests(wanted)
@@ -96,7 +101,7 @@ def pretrain_cell(config) -> dict:
             and done.get("input_digests") == digests):
         return {"status": "done", "reused": True, **done}
     try:
-        result = pretrain(config)
+        result = pretrain(dataclasses.replace(config, overwrite=True))  # the cell decided to redo it
     except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
         return _failure(config.out, wanted, err)
     result["input_digests"] = digests
@@ -108,7 +113,7 @@ def pretrain_cell(config) -> dict:
 def baseline_cell(config) -> dict:
     """Evaluate ``config.model`` (a preset initialised with ``config.seed``, or a checkpoint)
     on ``config.task`` without any intermediate step; written like a pretrain cell."""
-    from train.pretrain import RESULTS_FILE
+    from maskpolicy.train.pretrain import RESULTS_FILE
 
     wanted = {**config.to_dict(), "steps": 0}
     digests = input_digests(wanted)
@@ -129,9 +134,9 @@ def baseline_cell(config) -> dict:
 def _evaluate_start_model(config, wanted: dict) -> dict:
     import torch
 
-    from train.data import load_task, resolve_tokenizer
-    from train.evaluate import evaluate_task
-    from train.models import is_preset, load_masked_lm, preset_model
+    from maskpolicy.train.data import load_task, resolve_tokenizer
+    from maskpolicy.train.evaluate import evaluate_task
+    from maskpolicy.train.models import is_preset, load_masked_lm, preset_model
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -151,7 +156,7 @@ def _evaluate_start_model(config, wanted: dict) -> dict:
 
 def learn_cell(config) -> dict:
     """``meta.learn`` for a ``LearnConfig`` whose ``out`` is the cell's ``policy/`` dir."""
-    from meta.learn import learn
+    from maskpolicy.meta.learn import learn
 
     cell_dir = os.path.dirname(os.path.abspath(config.out))
     report_path = os.path.join(cell_dir, "report.json")
@@ -191,7 +196,7 @@ def safe_name(text: str) -> str:
 
 def learn_config(task: str, method: str, seed: int, root: str, options: dict | None = None, progress: bool = False):
     """The ``LearnConfig`` of the cell ``root/policies/<task>/<method>/seed<k>`` (policy in ``policy/``)."""
-    from meta.learn import LearnConfig
+    from maskpolicy.meta.learn import LearnConfig
 
     cell_dir = os.path.join(root, "policies", safe_name(task), method, f"seed{seed}")
     return LearnConfig.from_dict({**(options or {}), "task": task, "method": method, "seed": seed,

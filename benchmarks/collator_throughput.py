@@ -4,7 +4,7 @@ Both collators see the same pre-tokenised batches (lists of token ids, as a ``da
 column gives them) and are timed side by side in one process, alternating, so machine
 noise hits both. Reported: tokens per second (real, non-padding tokens) and the ratio.
 
-    python -m benchmarks.collator_throughput --batch-size 32 --length 128 --batches 200
+    python -m maskpolicy.benchmarks.collator_throughput --batch-size 32 --length 128 --batches 200
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 from transformers import DataCollatorForLanguageModeling
 
-from policies import MaskingCollator
+from maskpolicy.policies import MaskingCollator
 
 
 def make_features(tokenizer, num: int, length: int, seed: int = 0) -> list[dict]:
@@ -47,8 +47,8 @@ def time_collators(collators: dict, batches: list[list[dict]], repeats: int = 3)
 
 def run(tokenizer=None, batch_size: int = 32, length: int = 128, num_batches: int = 200, policies=("random",)) -> dict:
     if tokenizer is None:
-        from tasks.registry import get_task
-        from tasks.tokenizer import tokenizer_for_task
+        from maskpolicy.tasks.registry import get_task
+        from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
         tokenizer = tokenizer_for_task(get_task("synthetic"))
     feats = make_features(tokenizer, batch_size * num_batches, length)
@@ -77,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     tokenizer = None
     if args.vocab:
-        from tasks.tokenizer import load_vocab_tokenizer
+        from maskpolicy.tasks.tokenizer import load_vocab_tokenizer
 
         tokenizer = load_vocab_tokenizer(args.vocab)
     result = run(tokenizer, args.batch_size, args.length, args.batches, tuple(args.policies.split(",")))

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 
-from policies import MaskingConfig
-from policies.sampler import FILL_MODES
+from maskpolicy.policies import MaskingConfig
+from maskpolicy.policies.sampler import FILL_MODES
 
 from .grid import GridSpec, grid_rows, run_grid
 from .tables import fmt, markdown_table
@@ -78,10 +78,10 @@ MASK_HEADER = ["policy", "answer tokens masked", "answers masked whole", "subjec
 
 def mask_rows(grid: dict, spec: GridSpec, task_options: dict) -> list[dict]:
     """``mask_profile`` of each row's policy (learned rows: mean over the seeds' policies)."""
-    from meta.mask_profile import mask_profile
-    from policies import get_policy
-    from tasks.registry import get_task
-    from train.models import load_tokenizer
+    from maskpolicy.meta.mask_profile import mask_profile
+    from maskpolicy.policies import get_policy
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.train.models import load_tokenizer
 
     done = [c for c in grid["cells"] if c["status"] == "done" and c["policy"] != "none"]
     if not done:

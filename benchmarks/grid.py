@@ -25,8 +25,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from policies.errors import ConfigError
-from train.config import PretrainConfig
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.train.config import PretrainConfig
 
 from .cells import learned_policies, run_cells, safe_name
 from .tables import fmt, mean_std
@@ -82,7 +82,7 @@ def pretrain_config(spec: GridSpec, root: str, task: str, row: str, policy: str,
 
 
 def task_kinds(spec: GridSpec) -> dict[str, str]:
-    from tasks.registry import get_task
+    from maskpolicy.tasks.registry import get_task
 
     options = spec.pretrain_options
     return {t: get_task(t, data_dir=options.get("data_dir"), **options.get("task_options", {})).kind for t in spec.tasks}

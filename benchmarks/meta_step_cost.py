@@ -25,8 +25,8 @@ hypergradient backends. Measured:
   off for the default step and a few others, then dropout on with both backends started from
   the same random state (``fd`` replays the inner forward's dropout masks).
 
-    python -m benchmarks.meta_step_cost --layers 2 --hidden 128 --batch 8 --length 64
-    python -m benchmarks.meta_step_cost            # 4 layers, hidden 256, batch 16 x 128
+    python -m maskpolicy.benchmarks.meta_step_cost --layers 2 --hidden 128 --batch 8 --length 64
+    python -m maskpolicy.benchmarks.meta_step_cost            # 4 layers, hidden 256, batch 16 x 128
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
-from meta.hypergrad import InnerConfig, hypergradient, prepare_for_meta
-from meta.inner import per_token_loss
+from maskpolicy.meta.hypergrad import InnerConfig, hypergradient, prepare_for_meta
+from maskpolicy.meta.inner import per_token_loss
 
 # "plain*" is the plain step with the vocabulary projection only at labelled positions (as the
 # meta-steps compute it, see meta.inner.per_token_loss): the ratios to "plain" compare with
@@ -184,7 +184,7 @@ def probe(args) -> None:
 def peak_mb_cpu(args) -> tuple[dict[str, float], str]:
     out = {}
     for name in METHODS:
-        cmd = [sys.executable, "-m", "benchmarks.meta_step_cost", *sys.argv[1:], "--probe", name]
+        cmd = [sys.executable, "-m", "maskpolicy.benchmarks.meta_step_cost", *sys.argv[1:], "--probe", name]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         report = json.loads(done.stdout.strip().splitlines()[-1])
         out[name], how = report["peak_mb"], report["how"]

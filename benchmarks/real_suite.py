@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 import time
 
-from policies.errors import DataError
-from train.config import PretrainConfig
-from train.models import preset_shape
+from maskpolicy.policies.errors import DataError
+from maskpolicy.train.config import PretrainConfig
+from maskpolicy.train.models import preset_shape
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
@@ -65,8 +65,8 @@ PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 def check_data(data_dir: str | None, tasks: list[str]) -> str:
     """Load every task once so that missing or malformed files are reported before any cell
     runs: one error naming the problems of every task, not only the first task's."""
-    from tasks.real import resolve_data_dir
-    from tasks.registry import get_task
+    from maskpolicy.tasks.real import resolve_data_dir
+    from maskpolicy.tasks.registry import get_task
 
     root = resolve_data_dir(data_dir)
     problems = []

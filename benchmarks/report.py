@@ -6,7 +6,7 @@ import os
 import platform
 import time
 
-from train.checkpoint import write_json_atomic
+from maskpolicy.train.checkpoint import write_json_atomic
 
 from .curves import mean_curve, reach_fraction
 from .grid import LEARNED, GridSpec

@@ -4,7 +4,7 @@ Nothing is typed in by hand: each section is a suite's own ``table.md`` (which e
 the exact command, its wall time and the machine), headed by the date from its
 ``results.json``. Run after the suites:
 
-    python -m benchmarks.results_doc runs/bench-synthetic runs/bench-real runs/bench-perf \
+    python -m maskpolicy.benchmarks.results_doc runs/bench-synthetic runs/bench-real runs/bench-perf \
         --out benchmarks/RESULTS.md
 
 ``--keep HEADING`` carries a section over from the existing document unchanged (a suite
@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 
-from policies.errors import DataError
-from train.checkpoint import write_text_atomic
+from maskpolicy.policies.errors import DataError
+from maskpolicy.train.checkpoint import write_text_atomic
 
 HEADER = """# Benchmark results
 
 Produced by `maskpolicy bench` (see the README's Benchmarks section) and assembled by
-`python -m benchmarks.results_doc`; every table below is a suite's `table.md` as written,
+`python -m maskpolicy.benchmarks.results_doc`; every table below is a suite's `table.md` as written,
 with the command, wall time and machine that produced it. Models are small and start from
 a configuration: no pre-trained weights are available offline.
 """

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import time
 
-from policies.errors import ConfigError
-from train.checkpoint import write_json_atomic
-from train.config import PretrainConfig
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.policies.paths import check_output_dir
+from maskpolicy.train.checkpoint import write_json_atomic
+from maskpolicy.train.config import PretrainConfig
 
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
@@ -49,6 +50,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     out = out or os.path.join("runs", suite)
+    check_output_dir(out)  # before the first cell trains, not when the table is written
     if quick and preset not in (None, "quick"):
         raise ConfigError(f"--quick and --preset {preset}: choose one")
     preset = preset or ("quick" if quick else "full")

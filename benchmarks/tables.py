@@ -7,7 +7,7 @@ import math
 import os
 import statistics
 
-from train.checkpoint import write_text_atomic
+from maskpolicy.train.checkpoint import write_text_atomic
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

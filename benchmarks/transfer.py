@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 
-from policies.errors import ConfigError
+from maskpolicy.policies.errors import ConfigError
 
 from .cells import learned_policies, run_cells, safe_name
 from .grid import GridSpec, pretrain_config

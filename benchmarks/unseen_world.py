@@ -12,7 +12,7 @@ provide one, and nothing in the library knows its templates or vocabulary:
   captain sentences are a distractor half of the corpus that a good policy must not
   spend its budget on.
 
-    python -m benchmarks.unseen_world --out runs/harbour            # 200 ships
+    python -m maskpolicy.benchmarks.unseen_world --out runs/harbour            # 200 ships
     maskpolicy learn --task runs/harbour --method meta --out runs/harbour-pol
     maskpolicy pretrain --task runs/harbour --policy runs/harbour-pol --out runs/harbour-pt
 """
@@ -23,8 +23,8 @@ import json
 import os
 import random
 
-from policies.errors import ConfigError
-from train.checkpoint import write_text_atomic
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.train.checkpoint import write_text_atomic
 
 PORT_TEMPLATES = [
     "the ship {e} sails from {v} .",

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import os
 
-from policies.errors import ArtifactError, ConfigError
-
+from maskpolicy.policies.errors import ArtifactError, ConfigError
+from maskpolicy.policies.paths import check_output_dir, check_output_file, read_text
 
 def _merge(args, rename: dict | None = None) -> dict:
     """Options from ``--config`` overridden by the flags actually given."""
-    from train.config import load_config_file
+    from maskpolicy.train.config import load_config_file
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     rename = rename or {}
@@ -40,22 +40,24 @@ def _parse_options(items: list[str], flag: str = "--policy-option") -> dict:
 
 
 def pretrain(args) -> int:
-    from train.config import PretrainConfig
-    from train.pretrain import pretrain as run
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.pretrain import pretrain as run
 
     data = _merge(args)
     for key in ("rate", "fill"):
         if key in data:
             data.setdefault("masking", {})[key] = data.pop(key)
     config = PretrainConfig.from_dict(data)
-    results = run(config)
+    results = run(config)  # checks --out before any work (train/run_dir.check_run_dir)
+    if "process_index" in results:  # another rank of a multi-process run: the main process reports
+        return 0
     print(f"{config.task} / {config.policy}: {_format_metrics(results.get('metrics', {})) or 'no evaluation'}")
     print(f"wrote {os.path.join(config.out, 'model')} and {os.path.join(config.out, 'results.json')}")
     return 0
 
 
 def learn(args) -> int:
-    from meta.learn import LearnConfig, learn as run
+    from maskpolicy.meta.learn import LearnConfig, learn as run
 
     data = _merge(args)
     meta = data.setdefault("meta", {})
@@ -73,6 +75,7 @@ def learn(args) -> int:
         if flag in data:
             data.setdefault("validate", {})[key] = data.pop(flag)
     config = LearnConfig.from_dict(data)
+    check_output_dir(config.out)
     report = run(config)
     final = report.get("held_out") or report.get("metrics") or {}
     print(f"{report['task']} / {report['method']}: {_format_metrics(final)} ({report['seconds']:.0f} s)")
@@ -101,14 +104,15 @@ def _validation_lines(validation: dict) -> str:
 
 
 def evaluate(args) -> int:
-    from tasks.registry import get_task
-    from train.checkpoint import write_json_atomic
-    from train.config import FinetuneConfig
-    from train.evaluate import evaluate_task
-    from train.models import load_masked_lm, load_tokenizer
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.train.checkpoint import write_json_atomic
+    from maskpolicy.train.config import FinetuneConfig
+    from maskpolicy.train.evaluate import evaluate_task
+    from maskpolicy.train.models import check_model_dir, load_masked_lm, load_tokenizer
 
     data = _merge(args)
-    unknown = set(data) - {"model", "task", "task_options", "data_dir", "max_length", "seed", "out", "finetune"}
+    unknown = set(data) - {"model", "task", "task_options", "data_dir", "max_length", "seed", "out", "finetune",
+                           "progress"}
     if unknown:
         raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
     if not data.get("model"):
@@ -116,6 +120,12 @@ def evaluate(args) -> int:
     model_dir = data["model"]
     if not os.path.isdir(model_dir):
         raise ArtifactError(f"model directory not found: {model_dir}")
+    check_model_dir(model_dir)
+    # Where the results go is checked before the model is loaded and evaluated.
+    if data.get("out"):
+        check_output_file(data["out"])
+    else:
+        check_output_dir(model_dir, "--out (default: a file in the --model directory)")
     # Defaults from the run that wrote the model: its task (with options), length, seed.
     run = _run_config(model_dir)
     same_task = data.get("task") in (None, run.get("task"))
@@ -129,7 +139,7 @@ def evaluate(args) -> int:
     task = get_task(task_name, data_dir=data.get("data_dir", run.get("data_dir")), **task_options)
     finetune = FinetuneConfig(**data["finetune"]) if "finetune" in data else None
     metrics = evaluate_task(model, tokenizer, task, max_length=int(data.get("max_length", run.get("max_length", 64))),
-                            finetune=finetune, seed=seed, progress=True)
+                            finetune=finetune, seed=seed, progress=bool(data.get("progress", True)))
     safe = "".join(c if c.isalnum() else "_" for c in task.name)
     out = data.get("out") or os.path.join(model_dir, f"eval_{safe}.json")
     write_json_atomic(out, {"model": model_dir, "task": task.name, "metrics": metrics})
@@ -139,29 +149,32 @@ def evaluate(args) -> int:
 
 
 def _run_config(model_dir: str) -> dict:
-    from train.pretrain import RUN_CONFIG_FILE
+    from maskpolicy.train.pretrain import RUN_CONFIG_FILE
 
     path = os.path.join(model_dir, RUN_CONFIG_FILE)
     if not os.path.isfile(path):
         return {}
+    text = read_text(path, fix="run pretrain again or give --task", error=ArtifactError)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get("config", {})
-    except (OSError, json.JSONDecodeError) as err:
+        config = json.loads(text).get("config", {})
+    except (AttributeError, json.JSONDecodeError) as err:  # not JSON, or JSON but not an object
         raise ArtifactError(f"{path} is corrupt: {err}") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path} is corrupt: its 'config' is not a mapping")
+    return config
 
 
 def _tokenizer_for(data: dict, task=None):
     """``--tokenizer``, else ``--model``'s, else a saved policy's, else built from the task
     (``task`` when the caller already loaded it)."""
-    from tasks.registry import get_task
-    from tasks.tokenizer import tokenizer_for_task
-    from train.models import load_tokenizer
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.train.models import load_model_tokenizer, load_tokenizer
 
     if data.get("tokenizer"):
         return load_tokenizer(data["tokenizer"])
     if data.get("model"):
-        return load_tokenizer(data["model"])
+        return load_model_tokenizer(data["model"])
     policy = str(data.get("policy", ""))
     if os.path.isdir(policy) and os.path.isfile(os.path.join(policy, "tokenizer_config.json")):
         return load_tokenizer(policy)
@@ -171,14 +184,16 @@ def _tokenizer_for(data: dict, task=None):
 
 
 def show(args) -> int:
-    from policies import get_policy
-    from policies.display import policy_view, render_terminal, save_heatmap
+    from maskpolicy.policies import get_policy
+    from maskpolicy.policies.display import policy_view, render_terminal, save_heatmap
 
     data = _merge(args)
     if data.get("passages") is not None:
         return _show_passages(data)
     if not data.get("policy") or not data.get("text"):
         raise ConfigError("show needs --policy P and --text TEXT (or --task T --passages N for corpus passages)")
+    if data.get("png"):
+        check_output_file(data["png"], "--png")
     tokenizer = _tokenizer_for(data)
     policy = get_policy(data["policy"], tokenizer, **data.get("policy_options", {}))
     view = policy_view(policy, tokenizer, data["text"], rate=float(data.get("rate", 0.15)),
@@ -194,12 +209,12 @@ def _show_passages(data: dict) -> int:
     """``show --task T --passages N``: the task's first N corpus passages as pre-training
     sees them (its tokenizer, max_length and gold ``span_ids``), each with its key and
     whether it has gold spans or the ``salient_span`` oracle falls back on it."""
-    from policies import get_policy
-    from policies.display import policy_view, render_terminal
-    from tasks.features import encode_passages
-    from tasks.registry import get_task
-    from train.config import PretrainConfig
-    from train.data import GOLD_SPAN_FALLBACK, uses_gold_spans
+    from maskpolicy.policies import get_policy
+    from maskpolicy.policies.display import policy_view, render_terminal
+    from maskpolicy.tasks.features import encode_passages
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.data import GOLD_SPAN_FALLBACK, uses_gold_spans
 
     count = data["passages"]
     if data.get("text"):
@@ -235,14 +250,15 @@ def _show_passages(data: dict) -> int:
 
 
 def pmi(args) -> int:
-    from policies import get_policy
-    from policies.pmi_table import build_pmi_table
-    from tasks.features import encode_passages
-    from tasks.registry import get_task
+    from maskpolicy.policies import get_policy
+    from maskpolicy.policies.pmi_table import build_pmi_table
+    from maskpolicy.tasks.features import encode_passages
+    from maskpolicy.tasks.registry import get_task
 
     data = _merge(args)
     if not data.get("task") or not data.get("out"):
         raise ConfigError("pmi needs --task T and --out FILE")
+    check_output_file(data["out"])
     task = get_task(data["task"], data_dir=data.get("data_dir"), **data.get("task_options", {}))
     tokenizer = _tokenizer_for({k: v for k, v in data.items() if k != "policy"})
     enc = encode_passages(tokenizer, task.corpus, max_length=int(data.get("max_length", 128)), span_splits=())
@@ -255,7 +271,7 @@ def pmi(args) -> int:
 
 
 def bench(args) -> int:
-    from benchmarks.suites import run_suite
+    from maskpolicy.benchmarks.suites import run_suite
 
     import inspect
 

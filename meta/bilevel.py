@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from policies import LearnedPolicy, Masker, MaskingCollator, MaskingConfig
-from policies.errors import ConfigError, DataError, MaskpolicyError
-from tasks.base import Task
-from tasks.features import encode_cloze, encode_passages
+from maskpolicy.policies import LearnedPolicy, Masker, MaskingCollator, MaskingConfig
+from maskpolicy.policies.errors import ConfigError, DataError, MaskpolicyError
+from maskpolicy.tasks.base import Task
+from maskpolicy.tasks.features import encode_cloze, encode_passages
 
 from .hypergrad import InnerConfig, hypergradient, prepare_for_meta
 from .targets import TARGET_RULES, balanced_weights, distill_targets, otsu_split  # noqa: F401  (otsu_split: re-export)

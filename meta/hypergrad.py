@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import torch
 
-from policies.errors import ConfigError, DataError, MaskpolicyError
+from maskpolicy.policies.errors import ConfigError, DataError, MaskpolicyError
 
 from .inner import (
     InnerConfig,

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from policies.errors import ArtifactError, ConfigError, DataError
-from train.head import projection_at
+from maskpolicy.policies.errors import ArtifactError, ConfigError, DataError
+from maskpolicy.train.head import projection_at
 
 OPTIMIZERS = ("sgd", "adam")
 IGNORE_INDEX = -100

@@ -22,10 +22,10 @@ from __future__ import annotations
 import datasets
 import torch
 
-from policies.errors import ConfigError, DataError
-from tasks.base import Passage, Span, Task
-from tasks.features import encode_passages
-from tasks.text import find_whole_word
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import Passage, Span, Task
+from maskpolicy.tasks.features import encode_passages
+from maskpolicy.tasks.text import find_whole_word
 
 from .selective import importance_labels  # noqa: F401  (re-exported: the classification builder)
 

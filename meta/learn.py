@@ -17,11 +17,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from policies import LearnedPolicy
-from policies.configs import config_from_dict
-from policies.errors import ConfigError
-from tasks.registry import get_task
-from tasks.tokenizer import tokenizer_for_task
+from maskpolicy.policies import LearnedPolicy
+from maskpolicy.policies.configs import config_from_dict
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.tasks.registry import get_task
+from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
 from .bilevel import MetaConfig, meta_learn
 from .validate import ValidateConfig
@@ -76,9 +76,9 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
     """The directory of the LM the meta-steps differentiate through (and validation runs start
     from): the checkpoint ``model``, or a preset general-pre-trained briefly (random masking)
     on the task corpus, written under ``workdir``, so that it reads the language."""
-    from train.config import PretrainConfig
-    from train.models import is_preset
-    from train.pretrain import pretrain
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.models import is_preset
+    from maskpolicy.train.pretrain import pretrain
 
     if not is_preset(config.model):
         return config.model
@@ -92,29 +92,43 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
                             policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(workdir, "run"),
                             steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,
                             eval_every=0, save_every=0, evaluate=False, progress=config.progress,
-                            model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+                            model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+                            overwrite=True))
     return os.path.join(workdir, "run", "model")
 
 
 def learn_tokenizer(config: LearnConfig, task):
     """The policy's tokenizer: it must be the tokenizer of the models the policy will drive
     (a policy refuses any other), so a checkpoint's own comes before one built from the task."""
-    from train.models import is_preset, load_tokenizer
+    from maskpolicy.train.models import is_preset, load_model_tokenizer, load_tokenizer
 
     if config.tokenizer:
         return load_tokenizer(config.tokenizer)
     if not is_preset(config.model):
-        return load_tokenizer(config.model)
+        return load_model_tokenizer(config.model)
     return tokenizer_for_task(task, vocab_size=config.vocab_size)
 
 
+def refuse_several_processes() -> None:
+    """Learning a policy runs in one process. Spread over ranks, each would learn its own
+    policy from its own batches and write the same --out; doing it right (each rank's
+    hypergradient on its own batch, the policy's gradients all-reduced) needs the meta-step
+    outside DDP (double backward does not pass through it, and higher does not support it)
+    and is not built. A multi-process launch is refused before any work."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise ConfigError(f"learn runs in one process, but was started as {world} (torchrun / accelerate "
+                          "launch): run `maskpolicy learn` directly; `pretrain` is the command that runs on several")
+
+
 def learn(config: LearnConfig) -> dict:
-    from policies import MaskingConfig
-    from train.models import load_masked_lm
+    from maskpolicy.policies import MaskingConfig
+    from maskpolicy.train.models import load_masked_lm
 
     from .metrics import answer_recall, token_prf
     from .validate import validate_policies
 
+    refuse_several_processes()
     started = time.perf_counter()
     task = get_task(config.task, data_dir=config.data_dir, **config.task_options)
     tokenizer = learn_tokenizer(config, task)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from policies import Masker, MaskingConfig, MaskingPolicy
-from tasks.base import Passage, Span, Task
-from tasks.features import encode_passages
-from tasks.text import find_whole_word
+from maskpolicy.policies import Masker, MaskingConfig, MaskingPolicy
+from maskpolicy.tasks.base import Passage, Span, Task
+from maskpolicy.tasks.features import encode_passages
+from maskpolicy.tasks.text import find_whole_word
 
 
 def _padded(rows: list[list[int]], fill: int) -> torch.Tensor:

@@ -15,9 +15,9 @@ from collections import OrderedDict
 
 import torch
 
-from policies import Masker, MaskingConfig, MaskingPolicy, mask_budget
-from policies.errors import ConfigError
-from tasks.base import Task
+from maskpolicy.policies import Masker, MaskingConfig, MaskingPolicy, mask_budget
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.tasks.base import Task
 
 from .labels import answer_span_labels, batch_slice, padded_labels
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import datasets
 import torch
 
-from policies.errors import ConfigError, DataError
-from tasks.base import LabeledText
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import LabeledText
 
 # A short, hand-made list of English function words (articles, pronouns, auxiliaries,
 # prepositions, conjunctions). Negations ("not", "no", "never") are left out on purpose:
@@ -207,8 +207,8 @@ def fit_classifier(tokenizer, examples: list[LabeledText], num_labels: int, conf
     """A sequence classifier fine-tuned on ``examples`` (returned in eval mode, on CPU)."""
     from tqdm.auto import tqdm
 
-    from train.finetune import classifier_from_lm
-    from train.models import is_preset, load_masked_lm, preset_model
+    from maskpolicy.train.finetune import classifier_from_lm
+    from maskpolicy.train.models import is_preset, load_masked_lm, preset_model
 
     config = config or ClassifierConfig()
     if not examples:

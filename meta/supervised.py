@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from policies import LearnedPolicy
-from policies.errors import ConfigError, DataError
-from policies.sampler import check_rate
-from tasks.base import LabeledText, Task
+from maskpolicy.policies import LearnedPolicy
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.policies.sampler import check_rate
+from maskpolicy.tasks.base import LabeledText, Task
 
 from .labels import KEEP, answer_span_labels, batch_slice, check_label_dataset, padded_labels
 from .metrics import token_prf_padded

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from policies.errors import ConfigError
+from maskpolicy.policies.errors import ConfigError
 
 TARGET_RULES = ("share", "split", "three_way")
 MAX_POS_WEIGHT = 20.0

@@ -28,10 +28,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from policies import MaskingConfig
-from policies.configs import config_from_dict
-from policies.errors import ConfigError
-from tasks.base import Task
+from maskpolicy.policies import MaskingConfig
+from maskpolicy.policies.configs import config_from_dict
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.tasks.base import Task
 
 from .mask_profile import mask_profile
 
@@ -67,17 +67,17 @@ class ValidateConfig:
 def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: ValidateConfig, masking: MaskingConfig,
                questions: list) -> dict:
     """One short intermediate pre-training from ``lm_dir`` with ``policy``; its cloze scores."""
-    from train.config import PretrainConfig
-    from train.evaluate import cloze_metrics
-    from train.models import load_masked_lm, load_tokenizer
-    from train.pretrain import pretrain
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.evaluate import cloze_metrics
+    from maskpolicy.train.models import load_masked_lm, load_tokenizer
+    from maskpolicy.train.pretrain import pretrain
 
     started = time.perf_counter()
     pretrain(PretrainConfig(task=learn_config.task, task_options=learn_config.task_options,
                             data_dir=learn_config.data_dir, policy=policy, model=lm_dir, out=out,
                             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                             max_length=learn_config.max_length, seed=learn_config.seed, masking=masking,
-                            eval_every=0, save_every=0, evaluate=False, progress=False))
+                            eval_every=0, save_every=0, evaluate=False, progress=False, overwrite=True))
     model = load_masked_lm(os.path.join(out, "model"))
     scores = cloze_metrics(model, load_tokenizer(lm_dir), questions, learn_config.max_length)
     return {k: round(v, 5) for k, v in scores.items()} | {"seconds": round(time.perf_counter() - started, 1)}

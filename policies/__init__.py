@@ -1,7 +1,7 @@
 """Which tokens to mask: the policy interface, heuristics, the exact-budget sampler,
 80/10/10 corruption and the Hugging Face-style collator.
 
-    from policies import get_policy, MaskingCollator
+    from maskpolicy.policies import get_policy, MaskingCollator
     collator = MaskingCollator(tokenizer, policy="span", mlm_probability=0.15)
 """
 from . import heuristics  # noqa: F401  (registers the heuristic policies)

@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import honour_umask_tree, replace_directory
 from .errors import ArtifactError, ConfigError
+from .paths import read_text
 from .vocab import VocabInfo
 
 FORMAT = "maskpolicy-learned-policy/1"
@@ -65,13 +66,13 @@ def save_policy(policy, directory: str, tokenizer=None, metadata: dict | None = 
 
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private (0700); a saved policy is ordinary output
         with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)
         save_file(state, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _swap_in(tmp, target)
+        honour_umask_tree(tmp)  # mkdtemp makes it 0700, safetensors its files 0600: ordinary output
+        replace_directory(tmp, target)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, ArtifactError):
@@ -80,35 +81,15 @@ def save_policy(policy, directory: str, tokenizer=None, metadata: dict | None = 
     return target
 
 
-def _swap_in(tmp: str, target: str) -> None:
-    """Move the finished ``tmp`` directory to ``target``, replacing an old policy there.
-
-    ``os.replace`` cannot overwrite a non-empty directory, so the old one is first renamed
-    aside (restored if the second rename fails) and deleted only once the new one is in place.
-    """
-    if not os.path.exists(target):
-        os.replace(tmp, target)
-        return
-    parent, name = os.path.split(target)
-    old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex}")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def read_config(directory: str) -> dict:
     """The validated ``policy_config.json`` of a saved policy directory."""
     path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(path):
         raise ArtifactError(f"{directory!r} is not a saved policy: {CONFIG_NAME} is missing")
+    text = read_text(path, fix="save the policy again", error=ArtifactError)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ArtifactError(f"{path!r} is corrupt (not readable JSON): {e}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__

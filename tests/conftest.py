@@ -63,13 +63,13 @@ def batch(tokenizer, sentences):
 @pytest.fixture(scope="session")
 def small_synthetic_task():
     """synthetic:birthplace with 40 entities (fast), shared by task and learning tests."""
-    from tasks.registry import get_task
+    from maskpolicy.tasks.registry import get_task
 
     return get_task("synthetic:birthplace", num_entities=40)
 
 
 @pytest.fixture(scope="session")
 def small_synthetic_tokenizer(small_synthetic_task):
-    from tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     return tokenizer_for_task(small_synthetic_task)

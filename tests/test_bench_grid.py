@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from benchmarks.cells import run_cells
-from benchmarks.curves import mean_curve, reach_fraction, steps_to_reach
-from benchmarks.grid import GridSpec, grid_rows, pretrain_config, run_grid
-from benchmarks.suites import run_suite
-from policies.errors import ConfigError
+from maskpolicy.benchmarks.cells import run_cells
+from maskpolicy.benchmarks.curves import mean_curve, reach_fraction, steps_to_reach
+from maskpolicy.benchmarks.grid import GridSpec, grid_rows, pretrain_config, run_grid
+from maskpolicy.benchmarks.suites import run_suite
+from maskpolicy.policies.errors import ConfigError
 
 WORLD = {"task_options": {"num_entities": 24}, "vocab_size": 400, "max_length": 32}
 TASK = "synthetic:birthplace"
@@ -45,9 +45,9 @@ def test_grid_runs_every_cell_marks_na_and_resumes(tmp_path, monkeypatch):
     rows = {r["policy"]: r[TASK] for r in grid_rows(grid, _spec())}
     assert rows["selective"] == "n/a" and " ± " in rows["random"]
     # Everything is finished: a second run trains nothing and reads back the same numbers.
-    monkeypatch.setattr("train.pretrain.pretrain", lambda *a, **k: pytest.fail("re-ran a finished cell"))
-    monkeypatch.setattr("meta.learn.learn", lambda *a, **k: pytest.fail("re-learned a finished policy"))
-    monkeypatch.setattr("benchmarks.cells._evaluate_start_model", lambda *a, **k: pytest.fail("re-evaluated"))
+    monkeypatch.setattr("maskpolicy.train.pretrain.pretrain", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    monkeypatch.setattr("maskpolicy.meta.learn.learn", lambda *a, **k: pytest.fail("re-learned a finished policy"))
+    monkeypatch.setattr("maskpolicy.benchmarks.cells._evaluate_start_model", lambda *a, **k: pytest.fail("re-evaluated"))
     again = run_grid(_spec(), str(tmp_path))
     assert [c.get("score") for c in again["cells"]] == [c.get("score") for c in cells]
 
@@ -118,8 +118,8 @@ def test_results_json_of_a_grid_cell_holds_seed_steps_and_config(tmp_path):
 
 
 def test_results_doc_copies_the_tables_runs_wrote_and_refuses_unfinished_runs(tmp_path):
-    from benchmarks.results_doc import main as results_doc
-    from policies.errors import DataError
+    from maskpolicy.benchmarks.results_doc import main as results_doc
+    from maskpolicy.policies.errors import DataError
 
     run = tmp_path / "run"
     run.mkdir()
@@ -149,10 +149,10 @@ def test_results_doc_copies_the_tables_runs_wrote_and_refuses_unfinished_runs(tm
 
 
 def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_path):
-    from benchmarks.cells import pretrain_cell
-    from policies import LearnedPolicy
-    from tasks.registry import get_task
-    from tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.benchmarks.cells import pretrain_cell
+    from maskpolicy.policies import LearnedPolicy
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     tokenizer = tokenizer_for_task(get_task(TASK, **WORLD["task_options"]), vocab_size=WORLD["vocab_size"])
     policy_dir = str(tmp_path / "policy")
@@ -170,10 +170,10 @@ def test_a_policy_relearned_into_the_same_directory_makes_its_cells_stale(tmp_pa
 def test_a_start_model_retrained_into_the_same_directory_makes_learn_and_pretrain_cells_stale(tmp_path):
     """The real suite's general model lives at one path; re-training it (other steps) must
     redo every cell that started from it or learned a policy with it."""
-    from benchmarks.cells import baseline_cell, learn_cell, learn_config, pretrain_cell
-    from train.models import preset_model
-    from tasks.registry import get_task
-    from tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.benchmarks.cells import baseline_cell, learn_cell, learn_config, pretrain_cell
+    from maskpolicy.train.models import preset_model
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     tokenizer = tokenizer_for_task(get_task(TASK, **WORLD["task_options"]), vocab_size=WORLD["vocab_size"])
     model_dir = str(tmp_path / "general")
@@ -216,7 +216,7 @@ def test_reach_uses_the_chosen_curve_and_its_own_final_point():
 
 
 def test_bench_command_writes_the_flags_given_in_order_and_omits_defaults():
-    from benchmarks.report import bench_command
+    from maskpolicy.benchmarks.report import bench_command
 
     assert (bench_command("maskpolicy bench --suite real", "quick", "runs/q", seeds=None, steps=200,
                           transfer_seeds=2, data_dir="../d")

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from benchmarks.suites import run_suite
-from benchmarks.real_suite import run_real
-from benchmarks.synthetic_suite import run_synthetic
-from policies.errors import DataError
+from maskpolicy.benchmarks.suites import run_suite
+from maskpolicy.benchmarks.real_suite import run_real
+from maskpolicy.benchmarks.synthetic_suite import run_synthetic
+from maskpolicy.policies.errors import DataError
 
 from realdata import larger_squad, write_mini_data
 
@@ -104,7 +104,7 @@ def test_real_suite_names_the_missing_files_before_running_anything(tmp_path):
 
 
 def test_perf_suite_reports_every_ratio_against_its_reference(tmp_path):
-    from benchmarks.perf_suite import run_perf
+    from maskpolicy.benchmarks.perf_suite import run_perf
 
     sizes = dict(collator_batches=2, train_repeats=1, pretrain_steps=2, pretrain_rounds=1, train_model="tiny", train_length=16,
                  meta_args=["--repeats", "1", "--layers", "1", "--hidden", "32", "--batch", "2", "--length", "16",

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-import benchmarks.cells as cells
-from benchmarks.tables import fmt, mean_std
-from benchmarks.transfer import run_transfer
+import maskpolicy.benchmarks.cells as cells
+from maskpolicy.benchmarks.tables import fmt, mean_std
+from maskpolicy.benchmarks.transfer import run_transfer
 
 WORLD = {"task_options": {"num_entities": 24}, "vocab_size": 400, "max_length": 32}
 TASKS = ["synthetic:birthplace", "synthetic:colour"]
@@ -29,23 +29,23 @@ def test_transfer_matrix_is_written_and_resumes_without_rerunning(tmp_path, monk
     assert "synthetic:birthplace (supervised)" in table and "gain kept" in table
     assert (tmp_path / "transfer.csv").read_text().count("\n") == len(TASKS) + 2  # header + sources + random
     # Every cell is finished: a second run reads them back and trains nothing.
-    monkeypatch.setattr("train.pretrain.pretrain", lambda *a, **k: pytest.fail("re-ran a finished cell"))
-    monkeypatch.setattr("meta.learn.learn", lambda *a, **k: pytest.fail("re-learned a finished policy"))
+    monkeypatch.setattr("maskpolicy.train.pretrain.pretrain", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    monkeypatch.setattr("maskpolicy.meta.learn.learn", lambda *a, **k: pytest.fail("re-learned a finished policy"))
     again = _run(tmp_path)
     assert again["scores"] == report["scores"]
 
 
 def test_a_failing_cell_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
-    import train.pretrain
+    import maskpolicy.train.pretrain as train_pretrain
 
-    real = train.pretrain.pretrain
+    real = train_pretrain.pretrain
 
     def flaky(config, **kwargs):
         if config.task == "synthetic:colour" and "random" in config.out:
             raise RuntimeError("disk full")
         return real(config, **kwargs)
 
-    monkeypatch.setattr(train.pretrain, "pretrain", flaky)
+    monkeypatch.setattr(train_pretrain, "pretrain", flaky)
     report = _run(tmp_path)
     assert [f["cell"] for f in report["failures"]] == ["synthetic:colour <- random seed 0"]
     assert "disk full" in report["failures"][0]["error"]
@@ -53,7 +53,7 @@ def test_a_failing_cell_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
     assert failed["status"] == "failed" and "RuntimeError: disk full" in failed["error"]
     assert math.isnan(report["scores"]["random -> synthetic:colour"][0])
     assert not math.isnan(report["scores"]["synthetic:birthplace -> synthetic:colour"][0])  # the rest ran
-    monkeypatch.setattr(train.pretrain, "pretrain", real)
+    monkeypatch.setattr(train_pretrain, "pretrain", real)
     assert _run(tmp_path)["failures"] == []  # retried on the next run; the record is gone
     assert not (tmp_path / "pretrain" / "synthetic_colour" / "random" / "seed0" / cells.FAILED_FILE).exists()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from maskpolicy.cli import main
-from policies import get_policy
-from policies.display import policy_view
-from policies.errors import DataError
-from tasks.files import GOLD_SPAN_RULE, load_task_from_files
+from maskpolicy.policies import get_policy
+from maskpolicy.policies.display import policy_view
+from maskpolicy.policies.errors import DataError
+from maskpolicy.tasks.files import GOLD_SPAN_RULE, load_task_from_files
 
 CORPUS = [
     {"text": "Dravik was born in Velmora long ago .", "key": "dravik"},
@@ -89,12 +89,12 @@ def test_matching_keys_find_every_span_without_a_warning(tmp_path):
 
 
 def test_pretrain_refuses_the_oracle_without_any_gold_span_before_training(tmp_path, capsys, monkeypatch):
-    import train.pretrain
+    import maskpolicy.train.pretrain as train_pretrain
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built: the check must come before training")
 
-    monkeypatch.setattr(train.pretrain, "preset_model", no_model)
+    monkeypatch.setattr(train_pretrain, "preset_model", no_model)
     task_dir = write_task(tmp_path, {"dravik": "Dravik", "tamsin": "Tamsin", "olmeth": "Olmeth", "isk": "Isk"})
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="have no gold span"):
@@ -108,8 +108,8 @@ def test_pretrain_refuses_the_oracle_without_any_gold_span_before_training(tmp_p
 
 
 def test_the_check_leaves_the_heuristic_and_other_policies_alone(tmp_path):
-    from tasks.tokenizer import tokenizer_for_task
-    from train.data import check_gold_spans, corpus_dataset
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.train.data import check_gold_spans, corpus_dataset
 
     task, _ = load_recording(write_task(tmp_path, {"dravik": "Dravik", "tamsin": "Tamsin", "olmeth": "Olmeth",
                                                    "isk": "Isk"}))
@@ -136,9 +136,9 @@ def test_partly_found_spans_are_recorded_with_the_fallback_rows(tmp_path):
 
 
 def test_synthetic_tasks_have_no_fallback_rows():
-    from tasks.registry import get_task
-    from tasks.tokenizer import tokenizer_for_task
-    from train.data import corpus_dataset, policy_run_info
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.train.data import corpus_dataset, policy_run_info
 
     task = get_task("synthetic:birthplace", num_entities=12)
     tokenizer = tokenizer_for_task(task, vocab_size=300)
@@ -178,7 +178,7 @@ def test_show_text_still_works_and_passages_need_a_task(tmp_path, capsys):
 
 def test_policy_view_refuses_extras_of_another_length(tmp_path):
     task, _ = load_recording(write_task(tmp_path))
-    from tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     tokenizer = tokenizer_for_task(task, vocab_size=200)
     with pytest.raises(DataError, match="entries for the"):

@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 
-from policies.errors import ArtifactError, ConfigError
-from policies.heuristics.pmi import PmiPolicy
-from policies.heuristics.salient_span import SalientSpanPolicy
-from policies.heuristics.span import SpanPolicy, word_ordinals
-from policies.pmi_table import PmiTable, build_pmi_table
-from policies.registry import get_policy
-from policies.sampler import sample_mask
+from maskpolicy.policies.errors import ArtifactError, ConfigError
+from maskpolicy.policies.heuristics.pmi import PmiPolicy
+from maskpolicy.policies.heuristics.salient_span import SalientSpanPolicy
+from maskpolicy.policies.heuristics.span import SpanPolicy, word_ordinals
+from maskpolicy.policies.pmi_table import PmiTable, build_pmi_table
+from maskpolicy.policies.registry import get_policy
+from maskpolicy.policies.sampler import sample_mask
 
 NAMES = ["Velmora", "Tarsk", "Olvenhal", "Brisca", "Quenlow"]
 NOUNS = ["river", "market", "garden", "bridge", "tower", "school", "harbor", "museum", "forest", "valley"]
@@ -203,7 +203,7 @@ def pmi_table(tokenizer):
 
 
 def policy_vocab(tokenizer):
-    from policies.vocab import VocabInfo
+    from maskpolicy.policies.vocab import VocabInfo
 
     return VocabInfo.from_tokenizer(tokenizer)
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
-import meta.hypergrad as hg
-from meta.hypergrad import HyperResult, InnerConfig, func_unrolled, hypergradient, per_token_loss, prepare_for_meta
-from policies.errors import ConfigError, DataError, MaskpolicyError
+import maskpolicy.meta.hypergrad as hg
+from maskpolicy.meta.hypergrad import HyperResult, InnerConfig, func_unrolled, hypergradient, per_token_loss, prepare_for_meta
+from maskpolicy.policies.errors import ConfigError, DataError, MaskpolicyError
 
 B, T, V = 3, 8, 50
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meta.hypergrad import InnerConfig, func_unrolled, hypergradient, per_token_loss
+from maskpolicy.meta.hypergrad import InnerConfig, func_unrolled, hypergradient, per_token_loss
 from test_hypergrad import B, T, V, lm, one_thread  # noqa: F401  (the same tiny float64 BERT and thread setting)
 
 MASK = 4
@@ -113,7 +113,7 @@ def test_fd_context_estimate_close_to_exact(lm, data):
 
 
 def test_input_mask_needs_the_mask_token_id(lm, data):
-    from policies.errors import DataError
+    from maskpolicy.policies.errors import DataError
 
     inner, outer, weights, u = data
     with pytest.raises(DataError, match="mask_token_id"):

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-import meta.bilevel as bilevel
+import maskpolicy.meta.bilevel as bilevel
 from maskpolicy.cli import main
-from meta.bilevel import MetaConfig, distill_targets
-from meta.learn import LearnConfig, learn
-from policies import LearnedPolicy, get_policy
-from policies.errors import ConfigError, MaskpolicyError
+from maskpolicy.meta.bilevel import MetaConfig, distill_targets
+from maskpolicy.meta.learn import LearnConfig, learn
+from maskpolicy.policies import LearnedPolicy, get_policy
+from maskpolicy.policies.errors import ConfigError, MaskpolicyError
 
 SMALL = dict(task="synthetic:birthplace", task_options={"num_entities": 24}, lm_warmup_steps=20, vocab_size=400,
              max_length=32, progress=False, validate={"steps": 4})
@@ -27,7 +27,7 @@ def test_distill_targets_pick_the_most_negative_hypergradients():
 
 
 def test_split_targets_keep_only_the_clearly_separated_helpful_tokens():
-    from meta.bilevel import otsu_split
+    from maskpolicy.meta.bilevel import otsu_split
 
     assert otsu_split(torch.tensor([0.1, 0.2, 0.15, 5.0, 5.2])) == pytest.approx(5.0)
     assert otsu_split(torch.tensor([1.0, 1.0, 9.0])) == pytest.approx(9.0)
@@ -116,7 +116,7 @@ def test_meta_config_validation():
             MetaConfig(**bad)
     assert (MetaConfig().targets, MetaConfig().split_margin, MetaConfig().balance, MetaConfig().context) == \
         ("three_way", 0.5, False, False)
-    from meta.validate import ValidateConfig
+    from maskpolicy.meta.validate import ValidateConfig
 
     for bad in (dict(steps=0), dict(candidates=0), dict(questions="dev"), dict(learning_rate=0)):
         with pytest.raises(ConfigError):
@@ -145,11 +145,11 @@ def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path,
 def test_validation_score_is_the_score_of_a_real_run(tmp_path):
     """The kept candidate's recorded answer NLL and EM are what an ordinary ``pretrain`` with
     that policy, from the same start, seed and steps, gives on the same questions."""
-    from tasks.registry import get_task
-    from train.config import PretrainConfig
-    from train.evaluate import cloze_metrics
-    from train.models import load_masked_lm, load_tokenizer
-    from train.pretrain import pretrain
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.evaluate import cloze_metrics
+    from maskpolicy.train.models import load_masked_lm, load_tokenizer
+    from maskpolicy.train.pretrain import pretrain
 
     world = dict(task="synthetic:birthplace", task_options={"num_entities": 24}, max_length=32)
     start = tmp_path / "start"

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from meta.mask_profile import mask_profile
-from policies import MaskingConfig, get_policy
-from tasks.registry import get_task
-from tasks.tokenizer import tokenizer_for_task
+from maskpolicy.meta.mask_profile import mask_profile
+from maskpolicy.policies import MaskingConfig, get_policy
+from maskpolicy.tasks.registry import get_task
+from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
 DENSE = dict(num_entities=24, facts_per_passage=3, answer_words=2, relations=["birthplace", "profession", "employer"])
 

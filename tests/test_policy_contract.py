@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from policies import Masker, MaskingConfig, available_policies, get_policy, mask_budget
+from maskpolicy.policies import Masker, MaskingConfig, available_policies, get_policy, mask_budget
 
 
 def _pmi(tokenizer, sentences):
-    from policies.pmi_table import build_pmi_table
+    from maskpolicy.policies.pmi_table import build_pmi_table
 
     enc = tokenizer(sentences)
     word_ids = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(sentences))]

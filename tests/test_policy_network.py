@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import NAMES, build_test_tokenizer, make_sentences, padded_batch
 
-import policies.artifacts as artifacts
-from policies import ArtifactError, ConfigError, LearnedPolicy, VocabInfo, get_policy
+import maskpolicy.policies.artifacts as artifacts
+from maskpolicy.policies import ArtifactError, ConfigError, LearnedPolicy, VocabInfo, get_policy
 
 VARIANTS = [
     {"encoder": "transformer"},

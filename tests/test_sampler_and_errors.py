@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from policies import ConfigError, Masker, MaskingConfig, MaskpolicyError, get_policy, mask_budget, sample_mask
-from policies.base import MaskingPolicy
+from maskpolicy.policies import ConfigError, Masker, MaskingConfig, MaskpolicyError, get_policy, mask_budget, sample_mask
+from maskpolicy.policies.base import MaskingPolicy
 
 
 def test_budget_rounds_half_up_and_is_at_least_one():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from policies import ConfigError, MaskingConfig, sample_mask
+from maskpolicy.policies import ConfigError, MaskingConfig, sample_mask
 
 # One row of 20 maskable tokens: 2 selected (p >= 0.5), a high tail (0.4) and a low tail (0.01).
 PROBS = torch.tensor([[0.9, 0.8] + [0.4] * 6 + [0.01] * 12])

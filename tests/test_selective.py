@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from meta import supervised
-from meta.selective import STOP_WORDS, ClassifierConfig, SelectiveConfig, fit_classifier, importance_labels
-from meta.supervised import SupervisedConfig, learn_supervised
-from policies.errors import ConfigError, DataError
-from tasks.base import LabeledText, Passage, Task
-from tasks.tokenizer import build_tokenizer
+from maskpolicy.meta import supervised
+from maskpolicy.meta.selective import STOP_WORDS, ClassifierConfig, SelectiveConfig, fit_classifier, importance_labels
+from maskpolicy.meta.supervised import SupervisedConfig, learn_supervised
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import LabeledText, Passage, Task
+from maskpolicy.tasks.tokenizer import build_tokenizer
 
 TEXTS = ["the movie was great .", "the plot was awful", "a great movie", "great great film",
          "it was very nice", "the movie was great , the cast was fine"]

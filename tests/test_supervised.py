@@ -8,13 +8,13 @@ import datasets
 import pytest
 import torch
 
-from meta import metrics
-from meta.labels import answer_span_labels
-from meta.metrics import answer_recall, token_prf
-from meta.supervised import SupervisedConfig, learn_supervised, train_supervised
-from policies import LearnedPolicy, MaskingPolicy
-from policies.errors import ConfigError, DataError
-from tasks.base import ClozeQuestion, Passage, Span, Task
+from maskpolicy.meta import metrics
+from maskpolicy.meta.labels import answer_span_labels
+from maskpolicy.meta.metrics import answer_recall, token_prf
+from maskpolicy.meta.supervised import SupervisedConfig, learn_supervised, train_supervised
+from maskpolicy.policies import LearnedPolicy, MaskingPolicy
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import ClozeQuestion, Passage, Span, Task
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_eval_split_is_the_held_out_entities(task, tok):
 def default_world():
     """The issue's claim is about the default world (200 entities): with 40, a few of the 20
     birthplace values are never an answer of a training entity, so recall drifts to ~0.93."""
-    from tasks.registry import get_task
-    from tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     task = get_task("synthetic:birthplace")
     return task, tokenizer_for_task(task)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meta.targets import balanced_weights, distill_targets, harmful, helpful, otsu_split
-from policies.errors import ConfigError
+from maskpolicy.meta.targets import balanced_weights, distill_targets, harmful, helpful, otsu_split
+from maskpolicy.policies.errors import ConfigError
 
 
 def test_three_way_puts_a_harmful_token_below_neutral_ones():

@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from policies.errors import DataError
-from tasks.base import BLANK, ClozeQuestion, LabeledText, Passage, Span
-from tasks.features import cloze_exact_match, encode_cloze, encode_labeled, encode_passages
-from tasks.tokenizer import build_tokenizer, load_vocab_tokenizer
+from maskpolicy.policies.errors import DataError
+from maskpolicy.tasks.base import BLANK, ClozeQuestion, LabeledText, Passage, Span
+from maskpolicy.tasks.features import cloze_exact_match, encode_cloze, encode_labeled, encode_passages
+from maskpolicy.tasks.tokenizer import build_tokenizer, load_vocab_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ROOT.parent / "shared" / "data" / "vocab" / "bert_base_uncased_vocab.txt"
@@ -152,9 +152,9 @@ def test_tokenizer_is_deterministic_within_and_across_processes(small_tok):
     texts = TEXTS + [f"{w} {w[::-1]} ab ba" for w in ("Brellow", "Isk", "Ardent", "Olmeth")]  # many count ties
     first = build_tokenizer(texts, vocab_size=120).get_vocab()
     assert all(build_tokenizer(texts, vocab_size=120).get_vocab() == first for _ in range(3))
-    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); from tasks.tokenizer import build_tokenizer; "
+    code = ("import sys, json; from maskpolicy.tasks.tokenizer import build_tokenizer; "
             f"print(json.dumps(build_tokenizer({texts!r}, vocab_size=120).get_vocab()))")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
     assert json.loads(out) == first
 

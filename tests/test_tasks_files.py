@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from policies.errors import ConfigError, DataError
-from tasks.base import BLANK
-from tasks.files import load_task_from_files
-from tasks.registry import get_task
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import BLANK
+from maskpolicy.tasks.files import load_task_from_files
+from maskpolicy.tasks.registry import get_task
 
 
 def _jsonl(path: Path, rows: list) -> None:

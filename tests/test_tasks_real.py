@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from policies.errors import DataError
-from tasks.base import BLANK
-from tasks.real import DATA_DIR_ENV, REAL_TASKS, load_real_task
-from tasks.registry import get_task
+from maskpolicy.policies.errors import DataError
+from maskpolicy.tasks.base import BLANK
+from maskpolicy.tasks.real import DATA_DIR_ENV, REAL_TASKS, load_real_task
+from maskpolicy.tasks.registry import get_task
 
 from realdata import _write, write_mini_data
 
@@ -148,7 +148,7 @@ def test_shared_squad_spans_match_answers(shared):
 
 
 def test_sentence_split_and_chunking_helpers():
-    from tasks.text import chunk_passages, cloze_from_context, split_sentences
+    from maskpolicy.tasks.text import chunk_passages, cloze_from_context, split_sentences
 
     text = 'He served in the U.S. Army. Then he left! "Why?" she asked. Mr. Smith met Dr. Who in 1999. It ended.'
     assert split_sentences(text) == ["He served in the U.S. Army.", "Then he left!", '"Why?" she asked.',

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from policies.errors import ConfigError, DataError
-from tasks.base import BLANK, Task
-from tasks.registry import available_tasks, get_task
-from tasks.synthetic import PREFIXES, SUFFIXES, TEMPLATES, VALUES, SyntheticWorldConfig, build_synthetic_task
-from tasks.tokenizer import tokenizer_for_task
+from maskpolicy.policies.errors import ConfigError, DataError
+from maskpolicy.tasks.base import BLANK, Task
+from maskpolicy.tasks.registry import available_tasks, get_task
+from maskpolicy.tasks.synthetic import PREFIXES, SUFFIXES, TEMPLATES, VALUES, SyntheticWorldConfig, build_synthetic_task
+from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
 RELATIONS = ("birthplace", "profession", "colour", "employer")
 
@@ -152,7 +152,7 @@ def test_registry_names_and_errors(monkeypatch):
         get_task("synthetic", colour_count=3)
     assert len(get_task("synthetic:colour", num_entities=8, seed=5).corpus) == 8 * 3
 
-    import tasks.registry as registry
+    import maskpolicy.tasks.registry as registry
 
     monkeypatch.setattr(registry, "build_synthetic_task", lambda relation, config: Task("empty", "cloze", []))
     with pytest.raises(DataError, match="task empty has an empty corpus"):

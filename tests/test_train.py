@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from policies.errors import ArtifactError, ConfigError
-from train.config import PretrainConfig
-from train.pretrain import pretrain
+from maskpolicy.policies.errors import ArtifactError, ConfigError
+from maskpolicy.train.config import PretrainConfig
+from maskpolicy.train.pretrain import pretrain
 
 SMALL = dict(task="synthetic:birthplace", task_options={"num_entities": 16}, steps=12, batch_size=8,
              max_length=32, eval_every=4, save_every=4, progress=False, vocab_size=400)
@@ -179,7 +179,7 @@ def test_gold_spans_beat_random_on_the_synthetic_world(tmp_path):
 def test_masked_lm_loss_gathers_the_head_and_equals_the_models_own_loss():
     from transformers import BertConfig, BertForMaskedLM
 
-    from train.pretrain import masked_lm_loss
+    from maskpolicy.train.pretrain import masked_lm_loss
 
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -201,12 +201,12 @@ def test_masked_lm_loss_gathers_the_head_and_equals_the_models_own_loss():
 def test_evaluations_at_gathered_positions_match_full_logits():
     """cloze_accuracy / masked_token_accuracy project only at the scored positions and sort
     questions by length; an independent full-logits computation must agree."""
-    from policies import Masker, MaskingCollator, MaskingConfig, get_policy
-    from tasks.features import cloze_exact_match, encode_cloze, encode_passages
-    from tasks.synthetic import SyntheticWorldConfig, build_synthetic_task
-    from tasks.tokenizer import tokenizer_for_task
-    from train.evaluate import cloze_accuracy, masked_token_accuracy
-    from train.models import preset_model
+    from maskpolicy.policies import Masker, MaskingCollator, MaskingConfig, get_policy
+    from maskpolicy.tasks.features import cloze_exact_match, encode_cloze, encode_passages
+    from maskpolicy.tasks.synthetic import SyntheticWorldConfig, build_synthetic_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.train.evaluate import cloze_accuracy, masked_token_accuracy
+    from maskpolicy.train.models import preset_model
 
     task = build_synthetic_task("birthplace", SyntheticWorldConfig(num_entities=24))
     tokenizer = tokenizer_for_task(task, vocab_size=400)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.unseen_world import PORTS, write_unseen_world
-from meta.learn import LearnConfig, learn
-from policies.errors import ConfigError
-from tasks.registry import get_task
-from tasks.tokenizer import tokenizer_for_task
+from maskpolicy.benchmarks.unseen_world import PORTS, write_unseen_world
+from maskpolicy.meta.learn import LearnConfig, learn
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.tasks.registry import get_task
+from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
 
 @pytest.fixture(scope="module")

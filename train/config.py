@@ -9,9 +9,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from policies import MaskingConfig
-from policies.configs import config_from_dict
-from policies.errors import ConfigError
+from maskpolicy.policies import MaskingConfig
+from maskpolicy.policies.configs import config_from_dict
+from maskpolicy.policies.errors import ConfigError
+from maskpolicy.policies.paths import read_text
 
 
 @dataclass
@@ -49,6 +50,7 @@ class PretrainConfig:
     save_every: int = 500  # checkpoint interval (0 = only at the end)
     keep_checkpoints: int = 2
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run in `out` (without it, and without resume, it is refused)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data_dir: str | None = None
@@ -61,6 +63,7 @@ class PretrainConfig:
     probe: FinetuneConfig | None = None
     progress: bool = True
     device: str = "auto"  # auto | cpu
+    mixed_precision: str = "no"  # no | bf16 | fp16, passed to accelerate (bf16 works on CPU; fp16 needs a GPU)
 
     def __post_init__(self) -> None:
         if isinstance(self.masking, dict):
@@ -84,6 +87,8 @@ class PretrainConfig:
             raise ConfigError("keep_checkpoints must be >= 1")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"device must be 'auto' or 'cpu', got {self.device!r}")
         for name in ("policy_options", "task_options", "model_options"):
@@ -109,8 +114,7 @@ def load_config_file(path: str) -> dict:
     """Read a YAML or JSON config file into a dict (clear errors, no partial state)."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    text = read_text(path, error=ConfigError)
     try:
         if path.endswith(".json"):
             data = json.loads(text)

@@ -11,16 +11,16 @@ import os
 import numpy as np
 import pyarrow.compute as pc
 
-from policies import MaskingPolicy, get_policy
-from policies.errors import DataError
-from tasks.base import Task
-from tasks.features import encode_passages
-from tasks.files import gold_span_summary, report_splits
-from tasks.registry import get_task
-from tasks.tokenizer import tokenizer_for_task
+from maskpolicy.policies import MaskingPolicy, get_policy
+from maskpolicy.policies.errors import DataError
+from maskpolicy.tasks.base import Task
+from maskpolicy.tasks.features import encode_passages
+from maskpolicy.tasks.files import gold_span_summary, report_splits
+from maskpolicy.tasks.registry import get_task
+from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
 from .config import PretrainConfig
-from .models import is_preset, load_tokenizer
+from .models import is_preset, load_model_tokenizer, load_tokenizer
 
 
 def load_task(config: PretrainConfig) -> Task:
@@ -31,7 +31,7 @@ def resolve_tokenizer(config: PretrainConfig, task: Task):
     if config.tokenizer:
         return load_tokenizer(config.tokenizer)
     if not is_preset(config.model):
-        return load_tokenizer(config.model)
+        return load_model_tokenizer(config.model)
     return tokenizer_for_task(task, vocab_size=config.vocab_size)
 
 
@@ -44,22 +44,27 @@ def corpus_dataset(tokenizer, task: Task, max_length: int):
     return data.select_columns([c for c in ("input_ids", "word_ids", "span_ids") if c in data.column_names])
 
 
-def build_policy(config: PretrainConfig, tokenizer, task: Task, dataset, out_dir: str | None) -> MaskingPolicy:
-    """The run's policy; ``pmi`` without a table gets one built from the task corpus."""
+def build_policy(config: PretrainConfig, tokenizer, task: Task, dataset) -> MaskingPolicy:
+    """The run's policy; ``pmi`` without a table gets one built from the task corpus, in
+    memory (``save_built_pmi_table`` writes it once the output directory is taken)."""
     options = dict(config.policy_options)
     if config.policy == "pmi" and "table" not in options:
-        from policies.pmi_table import build_pmi_table
+        from maskpolicy.policies.pmi_table import build_pmi_table
 
-        table = build_pmi_table(list(dataset["input_ids"]), list(dataset["word_ids"]), get_policy("random", tokenizer).vocab)
-        if out_dir:
-            path = os.path.join(out_dir, "pmi_table.json")
-            table.save(path)
-            options["table"] = path
-        else:
-            options["table"] = table
+        vocab = get_policy("random", tokenizer).vocab
+        options["table"] = build_pmi_table(list(dataset["input_ids"]), list(dataset["word_ids"]), vocab)
     policy = get_policy(config.policy, tokenizer, **options)
     check_gold_spans(task, policy, dataset)
     return policy
+
+
+def save_built_pmi_table(policy: MaskingPolicy, out_dir: str) -> None:
+    """A PMI table built for this run is saved as ``out_dir/pmi_table.json``, and the policy
+    records that path (results.json names the table the run used)."""
+    if getattr(policy, "table", None) == "<in-memory>":
+        path = os.path.join(out_dir, "pmi_table.json")
+        policy.pmi_table.save(path)
+        policy.table = path
 
 
 GOLD_SPAN_FALLBACK = "capitalised-word heuristic"

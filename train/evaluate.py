@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from policies import Masker, MaskingCollator, MaskingConfig, get_policy
-from tasks.base import Task
-from tasks.features import cloze_exact_match, encode_cloze, encode_passages
+from maskpolicy.policies import Masker, MaskingCollator, MaskingConfig, get_policy
+from maskpolicy.tasks.base import Task
+from maskpolicy.tasks.features import cloze_exact_match, encode_cloze, encode_passages
 
 from .config import FinetuneConfig
 from .head import logits_at

@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
-from policies import MaskingCollator
-from policies.errors import DataError
-from tasks.base import Task
-from tasks.features import encode_labeled
+from maskpolicy.policies import MaskingCollator
+from maskpolicy.policies.errors import DataError
+from maskpolicy.tasks.base import Task
+from maskpolicy.tasks.features import encode_labeled
 
 from .config import FinetuneConfig
 

@@ -28,20 +28,25 @@ import time
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from policies import Masker, MaskingCollator
-from policies.errors import ArtifactError
+from maskpolicy.policies import Masker, MaskingCollator
+from maskpolicy.policies.errors import ArtifactError, ConfigError
 
-from .checkpoint import latest_checkpoint, read_state, save_checkpoint, save_directory_atomic, write_json_atomic
+from .checkpoint import (latest_checkpoint, load_checkpoint, read_state, resume_differences, save_checkpoint,
+                         save_directory_atomic, write_json_atomic)
 from .config import PretrainConfig
-from .data import build_policy, corpus_dataset, load_task, policy_run_info, resolve_tokenizer
+from .data import (build_policy, corpus_dataset, load_task, policy_run_info, resolve_tokenizer,
+                   save_built_pmi_table)
 from .evaluate import evaluate_task
 from .head import logits_at
 from .models import check_model_tokenizer, is_preset, load_masked_lm, preset_model
+from .progress import library_progress_bars
+from .run_dir import RunLock, check_run_dir, clean_run_dir
 
 RESULTS_FILE = "results.json"
 RUN_CONFIG_FILE = "maskpolicy_run.json"
@@ -90,39 +95,112 @@ def downstream_probe(lm, tokenizer, task, config: PretrainConfig) -> float:
     return result["accuracy"]
 
 
-def _micro_seed(seed: int, micro_step: int) -> int:
-    return (seed * 1_000_003 + micro_step) % (2**63 - 1)
+def _micro_seed(seed: int, micro_step: int, rank: int = 0) -> int:
+    # Rank 0 draws what a one-process run draws; other ranks get their own streams.
+    return (seed * 1_000_003 + micro_step + rank * 7_919_000_011) % (2**63 - 1)
+
+
+def _accelerator(config: PretrainConfig) -> Accelerator:
+    """One Accelerator per run. ``batch_size`` is the global batch: with ``split_batches``
+    each process gets ``batch_size / processes`` rows of the same global batches a one-
+    process run sees, and accelerate steps the LR schedule once per optimizer step (without
+    it the schedule is stepped once per process and reaches zero at 1/N of the run)."""
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != config.mixed_precision:
+        # accelerate keeps mixed precision in a process-wide singleton and refuses another
+        # value later in the same process (a test session, a benchmark grid): reset that
+        # singleton (the process group, in PartialState, is kept).
+        AcceleratorState._reset_state()
+    # Launched on several processes (torchrun, accelerate launch) without a GPU: accelerate
+    # starts its gloo process group only when told cpu=True; otherwise every process would
+    # run alone, each believing it is the main one.
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    cpu = config.device == "cpu" or (launched > 1 and not torch.cuda.is_available())
+    try:
+        accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            cpu=cpu,
+            mixed_precision=config.mixed_precision,
+            dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True,
+                                                      data_seed=config.seed),
+        )
+    except ValueError as err:  # e.g. fp16 without a GPU
+        raise ConfigError(f"--mixed-precision {config.mixed_precision}: {str(err).splitlines()[0]}") from None
+    if accelerator.num_processes != launched:
+        raise ConfigError(f"started as {launched} processes (WORLD_SIZE) but accelerate runs "
+                          f"{accelerator.num_processes}: launch with torchrun --nproc_per_node N -m maskpolicy.cli ...")
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # accelerate would silently train in float32 here: say so instead.
+        raise ConfigError("--mixed-precision fp16 needs a GPU; on the CPU use bf16")
+    if config.batch_size % accelerator.num_processes:
+        raise ConfigError(f"batch_size {config.batch_size} is the global batch and must divide among "
+                          f"{accelerator.num_processes} processes")
+    return accelerator
+
+
+def _build_model(config: PretrainConfig, tokenizer):
+    if is_preset(config.model):
+        return preset_model(config.model, len(tokenizer), config.max_length, tokenizer.pad_token_id,
+                            **config.model_options)
+    return load_masked_lm(config.model)
+
+
+def _resume_state(config: PretrainConfig, checkpoints: str, processes: int) -> tuple[str, dict]:
+    """The checkpoint to resume from and its trainer state, refusing a different run."""
+    resume_from = latest_checkpoint(checkpoints)
+    if resume_from is None:
+        raise ArtifactError(f"--resume: no checkpoint found in {checkpoints}")
+    state = read_state(resume_from)
+    diffs = resume_differences(state.get("config") or {}, config.to_dict(), state.get("processes"), processes)
+    if diffs:
+        raise ConfigError(f"--resume: the options differ from the run in {config.out} ({'; '.join(diffs)}); "
+                          "resume with its options, or start a new run (another --out, or --overwrite)")
+    return resume_from, state
 
 
 def pretrain(config: PretrainConfig, on_step=None) -> dict:
-    """Run pre-training (and the downstream evaluation); returns the results dict.
+    """Run pre-training (and the downstream evaluation); returns the results dict (on the
+    main process; the other processes of a multi-process run get ``{"process_index": i}``).
 
     ``on_step(step, history)`` is called after every optimizer step and its checkpoint
     (progress reporting, early stop by raising; tests use it to kill a run mid-way)."""
     out = config.out
     checkpoints = os.path.join(out, "checkpoints")
-    resume_from = None
-    if config.resume:
-        resume_from = latest_checkpoint(checkpoints)
-        if resume_from is None:
-            raise ArtifactError(f"--resume: no checkpoint found in {checkpoints}")
+    check_run_dir(out, resume=config.resume, overwrite=config.overwrite)  # before any work
     started = time.perf_counter()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        cpu=config.device == "cpu",
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
-    )
+    accelerator = _accelerator(config)
+    main = accelerator.is_main_process
+    # An existing --out is locked now, so a second run fails before building anything; a
+    # new one is created only once everything below succeeded (a bad policy or model
+    # leaves no empty directory behind).
+    locks = [RunLock(out)] if main and os.path.isdir(out) else []
+    try:
+        with library_progress_bars(show=config.progress):
+            return _pretrain_locked(config, accelerator, locks, checkpoints, started, on_step)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoints: str, started: float,
+                     on_step) -> dict:
+    out, main, rank = config.out, accelerator.is_main_process, accelerator.process_index
+    resume_from, state = _resume_state(config, checkpoints, accelerator.num_processes) if config.resume else (None, {})
     set_seed(config.seed)
     task = load_task(config)
     tokenizer = resolve_tokenizer(config, task)
     dataset = corpus_dataset(tokenizer, task, config.max_length)
-    os.makedirs(out, exist_ok=True)
-    policy = build_policy(config, tokenizer, task, dataset, out)
-    if is_preset(config.model):
-        model = preset_model(config.model, len(tokenizer), config.max_length, tokenizer.pad_token_id, **config.model_options)
-    else:
-        model = load_masked_lm(config.model)
+    policy = build_policy(config, tokenizer, task, dataset)
+    model = _build_model(config, tokenizer)
     check_model_tokenizer(model, tokenizer, config.max_length)
+    if main:
+        if not locks:
+            locks.append(RunLock(out))
+        removed = clean_run_dir(out, overwrite=config.overwrite)
+        if removed and config.progress:
+            accelerator.print(f"{out}: removed {', '.join(removed)}")
+        save_built_pmi_table(policy, out)
+    accelerator.wait_for_everyone()
 
     collator = MaskingCollator(tokenizer)  # padding only here; masking happens on the device
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collator.pad,
@@ -135,25 +213,33 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
     head = accelerator.unwrap_model(model).get_output_embeddings()
 
     step, history = 0, []
+    # Totals over every segment of a resumed run: time and tokens of the finished steps.
+    prior_seconds, prior_tokens = 0.0, 0
     probing = bool(config.probe_every) and task.kind == "classification"
     if resume_from:
-        accelerator.load_state(resume_from)
-        state = read_state(resume_from)
+        load_checkpoint(accelerator, resume_from)
         step, history = int(state["step"]), list(state["history"])
+        prior_seconds, prior_tokens = float(state.get("train_seconds", 0.0)), int(state.get("tokens_seen", 0))
         accelerator.print(f"resumed from {resume_from} at step {step}")
     ga = config.gradient_accumulation_steps
     micro = step * ga
     bar = tqdm(total=config.steps, initial=step, desc=f"pretrain {config.policy}",
                disable=not (config.progress and accelerator.is_local_main_process))
     model.train()
-    tokens_seen, loop_start = 0, time.perf_counter()
+    tokens_seen, loop_start = 0, time.perf_counter()  # this process, this segment
+
+    def totals() -> tuple[float, int]:
+        """(train seconds, tokens of every process) so far; a collective: every rank calls it."""
+        tokens = int(accelerator.reduce(torch.tensor(tokens_seen, device=accelerator.device), "sum"))
+        return prior_seconds + time.perf_counter() - loop_start, prior_tokens + tokens
+
     while step < config.steps:
         epoch, skip = divmod(micro, len(loader))
         loader.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
-            generator = torch.Generator().manual_seed(_micro_seed(config.seed, micro))
-            torch.manual_seed(_micro_seed(config.seed + 1, micro))  # dropout
+            generator = torch.Generator().manual_seed(_micro_seed(config.seed, micro, rank))
+            torch.manual_seed(_micro_seed(config.seed + 1, micro, rank))  # dropout
             with accelerator.accumulate(model):
                 masked = masker(batch, generator=generator)
                 loss = masked_lm_loss(model, masked, head)
@@ -168,30 +254,42 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
             if micro % ga:
                 continue
             step += 1
+            loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # the mean over processes
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             last = step == config.steps
             # eval_every = 0: only at the end, and not at all when evaluate is off (an LM
-            # warm-up's score is nobody's result).
+            # warm-up's score is nobody's result). Only the main process evaluates.
             if (config.eval_every and step % config.eval_every == 0) or (last and (config.eval_every or config.evaluate)):
-                metrics = evaluate_task(accelerator.unwrap_model(model), tokenizer, task,
-                                        max_length=config.max_length, quick=True)
-                if probing and (step % config.probe_every == 0 or last):
-                    metrics["probe_accuracy"] = downstream_probe(accelerator.unwrap_model(model), tokenizer, task, config)
-                history.append({"step": step, "loss": round(loss.item(), 5), **metrics})
-                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                if main:
+                    lm = accelerator.unwrap_model(model)
+                    metrics = evaluate_task(lm, tokenizer, task, max_length=config.max_length, quick=True)
+                    if probing and (step % config.probe_every == 0 or last):
+                        metrics["probe_accuracy"] = downstream_probe(lm, tokenizer, task, config)
+                    history.append({"step": step, "loss": round(loss_value, 5),
+                                    "learning_rate": scheduler.get_last_lr()[0], **metrics})
+                    bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                           if isinstance(v, float)))
+                accelerator.wait_for_everyone()
             if (config.save_every and step % config.save_every == 0) or last:
-                save_checkpoint(accelerator, checkpoints, step, {"step": step, "history": history, "config": config.to_dict()},
-                                keep=config.keep_checkpoints)
+                seconds, tokens = totals()
+                save_checkpoint(accelerator, checkpoints, step,
+                                {"step": step, "history": history, "config": config.to_dict(),
+                                 "processes": accelerator.num_processes, "train_seconds": round(seconds, 3),
+                                 "tokens_seen": tokens}, keep=config.keep_checkpoints)
             if on_step is not None:
                 on_step(step, history)
             if last:
                 break
     bar.close()
-    train_seconds = time.perf_counter() - loop_start
+    train_seconds, total_tokens = totals()
+    if not main:
+        accelerator.wait_for_everyone()  # the main process writes the model and evaluates
+        return {"process_index": rank}
 
     lm = accelerator.unwrap_model(model)
-    run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset)}
+    run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset),
+                "processes": accelerator.num_processes}
 
     def write_model(tmp: str) -> None:
         lm.save_pretrained(tmp)
@@ -200,12 +298,13 @@ def pretrain(config: PretrainConfig, on_step=None) -> dict:
 
     save_directory_atomic(os.path.join(out, "model"), write_model)
     results = {**run_info, "history": history, "steps": step,
+               "resumed_from_step": int(state["step"]) if resume_from else None,
                "train_seconds": round(train_seconds, 2),
-               "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds > 0 and tokens_seen else None}
+               "tokens_per_second": round(total_tokens / train_seconds, 1) if train_seconds > 0 and total_tokens else None}
     if config.evaluate:
         results["metrics"] = evaluate_task(lm, tokenizer, task, max_length=config.max_length,
                                            finetune=config.finetune, seed=config.seed, progress=config.progress)
     results["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(os.path.join(out, RESULTS_FILE), results)
+    accelerator.wait_for_everyone()
     return results
-
