@@ -6,7 +6,7 @@ training, ``train()`` mode) gets random batches: an inner MLM batch [batch x len
 [16 x 32] with one labelled answer per row. Methods: ``plain`` (forward + backward + AdamW
 step with HF's own MLM loss, i.e. logits at every position, as training runs today),
 ``plain*`` (the same with the vocabulary projection only at labelled positions, which is how
-the meta-steps compute their losses, see ``meta.inner.per_token_loss``) and the three
+the meta-steps compute their losses, see ``maskpolicy.meta.inner.per_token_loss``) and the three
 hypergradient backends. Measured:
 
 * time -- median over ``--repeats`` rounds after one warm-up round; in every round each
@@ -50,7 +50,7 @@ from maskpolicy.meta.hypergrad import InnerConfig, hypergradient, prepare_for_me
 from maskpolicy.meta.inner import per_token_loss
 
 # "plain*" is the plain step with the vocabulary projection only at labelled positions (as the
-# meta-steps compute it, see meta.inner.per_token_loss): the ratios to "plain" compare with
+# meta-steps compute it, see maskpolicy.meta.inner.per_token_loss): the ratios to "plain" compare with
 # training as it runs today (HF's loss, full logits), those to "plain*" with an equally lean step.
 METHODS = ("plain", "plain*", "func", "higher", "fd")
 VOCAB, MASK_ID, FIRST_WORD_ID = 8000, 4, 5  # ids below 5: [PAD] [UNK] [CLS] [SEP] [MASK]

@@ -326,7 +326,7 @@ def hypergradient(
         attn = getattr(lm.config, "_attn_implementation", None)
         if backend != "fd" and attn not in (None, "eager"):
             raise MaskpolicyError(f"meta-step failed with {attn!r} attention ({str(err).splitlines()[0]}); "
-                                  "call meta.hypergrad.prepare_for_meta(lm) to use eager attention") from err
+                                  "call maskpolicy.meta.hypergrad.prepare_for_meta(lm) to use eager attention") from err
         raise
 
 

@@ -136,7 +136,7 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     With ``params`` the model runs on those tensors (``functional_call``; names it lacks fall
     back to the module's own). ``lm`` may also be a ``higher`` patched module (``params=None``).
 
-    Only labelled positions reach the vocabulary projection (``train.head.projection_at``):
+    Only labelled positions reach the vocabulary projection (``maskpolicy.train.head.projection_at``):
     only ~15% of inner positions (one per outer row) are labelled, so this cuts every forward,
     backward and double backward here by a large factor. Same numbers as full logits.
     """

@@ -4,7 +4,7 @@ Answer recall (``metrics.py``) asks only whether the answers are in the budget. 
 rest of the budget hides matters as much: masking the subject of a fact together with its
 answer removes exactly the association a question about that subject asks for. This
 profile samples masks with the run's ``MaskingConfig`` (Gumbel draws, the same fill rule,
-the same extras as ``train.data.corpus_dataset`` provides) over the corpus passages that
+the same extras as ``maskpolicy.train.data.corpus_dataset`` provides) over the corpus passages that
 hold answers of one split, and reports
 
 - ``answer_masked``: share of the gold answer tokens masked;

@@ -37,7 +37,7 @@ def policy_view(policy: MaskingPolicy, tokenizer, text: str, *, rate: float = 0.
 
     ``extras``: per-token lists over the tokenised text (special tokens included, one entry
     per token of ``tokenizer(text, truncation=True, max_length=max_length)``, as
-    ``tasks.features.encode_passages`` gives them), passed to the policy like a collated
+    ``maskpolicy.tasks.features.encode_passages`` gives them), passed to the policy like a collated
     batch passes them: ``word_ids`` replaces the tokenizer's words, ``span_ids`` (gold spans,
     -1 outside) reaches ``salient_span`` and fills ``PolicyView.gold``."""
     if not text or not text.strip():

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .atomic import write_text_atomic
 from .errors import ArtifactError, ConfigError
 from .paths import read_text
 from .vocab import VocabInfo
@@ -43,7 +43,7 @@ class PmiTable:
     extra: dict = field(default_factory=dict)  # free-form provenance (task name, ...)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write JSON atomically: a temporary file in the same directory, then os.replace."""
+        """Write JSON atomically (``atomic.write_text_atomic``: with the umask's mode)."""
         path = os.fspath(path)
         data = {
             "format": FORMAT,
@@ -56,19 +56,7 @@ class PmiTable:
             # JSON keys must be strings: a list of [token ids, score] sorted by score.
             "ngrams": [[list(k), v] for k, v in sorted(self.ngrams.items(), key=lambda kv: -kv[1])],
         }
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pmi-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, json.dumps(data))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PmiTable":

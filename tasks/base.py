@@ -76,7 +76,7 @@ class Task:
     task can drive another's pre-training."""
     gold_span_report: dict | None = None
     """Cloze tasks from files: how many questions got no gold span, per split, and the rule
-    that located them (``tasks.files.locate_answer_spans``); JSON-serialisable. None when
+    that located them (``maskpolicy.tasks.files.locate_answer_spans``); JSON-serialisable. None when
     the task's spans do not come from locating answers (built-in tasks)."""
 
     def texts_for_tokenizer(self) -> list[str]:

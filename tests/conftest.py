@@ -73,3 +73,34 @@ def small_synthetic_tokenizer(small_synthetic_task):
     from maskpolicy.tasks.tokenizer import tokenizer_for_task
 
     return tokenizer_for_task(small_synthetic_task)
+
+
+@pytest.fixture()
+def cls_dir(tmp_path):
+    """A classification task directory (task.yaml, corpus.txt, train.csv, eval.jsonl)."""
+    import json
+
+    d = tmp_path / "sentiment"
+    d.mkdir()
+    (d / "task.yaml").write_text("name: my-sentiment\ntype: classification\ncorpus: corpus.txt\n"
+                                 "train: train.csv\neval: eval.jsonl\n", encoding="utf-8")
+    (d / "corpus.txt").write_text("a good film .\n\nthe food was cold .\n", encoding="utf-8")
+    (d / "train.csv").write_text('text,label\n"great, really",pos\nawful,neg\nfine,meh\n', encoding="utf-8")
+    rows = [{"text": "super", "label": "pos"}, {"text": "bad", "label": "neg"}]
+    (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return d
+
+
+@pytest.fixture()
+def unwritable_dir(tmp_path):
+    """A directory where no file can be created, also for root (who ignores permission bits)."""
+    import os
+
+    if os.geteuid() == 0:
+        yield "/proc"  # procfs refuses new entries to everyone
+        return
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    yield str(locked)
+    locked.chmod(0o755)

@@ -97,17 +97,11 @@ def test_output_directory_that_is_a_file_is_refused(argv, afile, capsys):
     assert afile.read_text(encoding="utf-8") == "keep me\n"
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes in read-only directories")
-def test_learn_refuses_an_unwritable_output_directory(tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        line = _one_error_line(capsys, main(["learn", *TINY_TASK, "--out", str(locked / "policy")]))
-    finally:
-        locked.chmod(0o755)
-    assert "cannot write in" in line and str(locked) in line
-    assert list(locked.iterdir()) == []
+def test_learn_refuses_an_unwritable_output_directory(unwritable_dir, capsys):
+    out = os.path.join(unwritable_dir, "policy")
+    line = _one_error_line(capsys, main(["learn", *TINY_TASK, "--out", out]))
+    assert "cannot write" in line
+    assert not os.path.exists(out)
 
 
 # ----------------------------------------------------------------------------- 3. not UTF-8
@@ -120,20 +114,13 @@ def test_config_file_that_is_not_utf8(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad_file", ["corpus.txt", "train.csv"])
-def test_task_directory_file_that_is_not_utf8(bad_file, tmp_path, capsys):
-    # The layout of tests/test_tasks_files.py's classification task, one file in latin-1.
-    task = tmp_path / "sentiment"
-    task.mkdir()
-    (task / "task.yaml").write_text("name: my-sentiment\ntype: classification\ncorpus: corpus.txt\n"
-                                    "train: train.csv\neval: eval.jsonl\n", encoding="utf-8")
-    (task / "corpus.txt").write_text("a good film .\nthe food was cold .\n", encoding="utf-8")
-    (task / "train.csv").write_text("text,label\ngreat,pos\nawful,neg\n", encoding="utf-8")
-    (task / "eval.jsonl").write_text(json.dumps({"text": "super", "label": "pos"}) + "\n", encoding="utf-8")
+def test_task_directory_file_that_is_not_utf8(bad_file, cls_dir, tmp_path, capsys):
+    task = cls_dir  # conftest's classification task, one file made latin-1 below
     with open(task / bad_file, "ab") as fh:
         fh.write(LATIN1 + (b",pos\n" if bad_file.endswith(".csv") else b" au lait .\n"))
     out = tmp_path / "pmi.json"
     line = _one_error_line(capsys, main(["pmi", "--task", str(task), "--out", str(out)]))
-    bad_line = {"corpus.txt": 3, "train.csv": 4}[bad_file]  # the appended line
+    bad_line = {"corpus.txt": 4, "train.csv": 5}[bad_file]  # the appended line
     assert f"{task / bad_file} is not UTF-8 text (undecodable byte 0xe9 on line {bad_line}," in line
     assert not out.exists()
 

@@ -6,6 +6,7 @@ another directory than the repository."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +36,13 @@ def _python(code_or_args, cwd, extra_env=None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """``pip install --no-deps --target DIR .`` (a wheel built from the checkout, not editable)."""
+    # Built from a copy of the sources: setuptools builds in the source tree (build/, *.egg-info).
+    source = tmp_path_factory.mktemp("src") / "maskpolicy"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "venv", "runs", "build", "dist",
+                                                               "*.egg-info", "__pycache__", ".pytest_cache"))
     target = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--no-warn-script-location", "--target", str(target), str(ROOT)],
+                           "--no-warn-script-location", "--target", str(target), str(source)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return target

@@ -66,19 +66,9 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(tmp_path, capsys
     assert target.read_text() == "keep me"
 
 
-def _unwritable_dir(tmp_path) -> str:
-    """A directory no file can be created in, also for root (who ignores permission bits)."""
-    if os.geteuid() == 0:
-        return "/proc/maskpolicy-run"  # procfs refuses new entries to everyone
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    return str(locked / "run")
-
-
-def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+def test_out_that_cannot_be_written_is_refused_before_any_work(unwritable_dir, capsys, monkeypatch):
     _no_model(monkeypatch)
-    out = _unwritable_dir(tmp_path)
+    out = os.path.join(unwritable_dir, "run")
     assert main(["pretrain", *FLAGS, "--out", out]) == 2
     _one_error_line(capsys, "cannot write")
     assert not os.path.exists(out)

@@ -16,17 +16,6 @@ def _jsonl(path: Path, rows: list) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-@pytest.fixture()
-def cls_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "sentiment"
-    d.mkdir()
-    (d / "task.yaml").write_text("name: my-sentiment\ntype: classification\ncorpus: corpus.txt\n"
-                                 "train: train.csv\neval: eval.jsonl\n", encoding="utf-8")
-    (d / "corpus.txt").write_text("a good film .\n\nthe food was cold .\n", encoding="utf-8")
-    (d / "train.csv").write_text('text,label\n"great, really",pos\nawful,neg\nfine,meh\n', encoding="utf-8")
-    _jsonl(d / "eval.jsonl", [{"text": "super", "label": "pos"}, {"text": "bad", "label": "neg"}])
-    return d
-
 
 @pytest.fixture()
 def cloze_dir(tmp_path: Path) -> Path:
