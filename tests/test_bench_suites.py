@@ -107,6 +107,7 @@ def test_perf_suite_reports_every_ratio_against_its_reference(tmp_path):
     from maskpolicy.benchmarks.perf_suite import run_perf
 
     sizes = dict(collator_batches=2, train_repeats=1, pretrain_steps=2, pretrain_rounds=1, train_model="tiny", train_length=16,
+                 baseline_scaling=False,  # the torchrun part has its own test (test_trainer_baseline.py)
                  meta_args=["--repeats", "1", "--layers", "1", "--hidden", "32", "--batch", "2", "--length", "16",
                             "--outer-batch", "2", "--outer-length", "8"])
     report = run_perf(str(tmp_path), sizes=sizes)
