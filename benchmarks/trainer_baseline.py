@@ -373,7 +373,8 @@ def run(out: str, steps: int, repeats: int = 3, *, with_scaling: bool = True, se
              "measured in the same run.")
     command = command or " ".join(["python -m maskpolicy.benchmarks.trainer_baseline", "--steps", str(steps),
                                    "--repeats", str(repeats), "--out", out] + ([] if with_scaling else ["--no-scaling"]))
-    report = write_suite(out, suite="trainer_baseline", title=title, sections=[], rows=table_rows, header=HEADER,
+    vocab = data["side_by_side"]["vocab_size"]
+    report = write_suite(out, suite=f"trainer_baseline ({vocab:,}-entry vocabulary)", title=title, sections=[], rows=table_rows, header=HEADER,
                          started=started, command=command,
                          results={"machine_info": machine_info(), "settings": _settings(steps, repeats, seed, optim,
                                                                                          workload),
