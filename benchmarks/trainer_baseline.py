@@ -59,7 +59,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -271,8 +270,8 @@ def scaling_command(out: str, steps: int, processes: int, seed: int = 0, workloa
     args += workload.flags()
     if processes == 1:
         return [sys.executable, "-m", "maskpolicy.cli", *args]
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    return [torchrun, "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+    # torchrun as a module of this interpreter: no dependence on where the script was installed.
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
             "--master_port", str(_free_port()), "-m", "maskpolicy.cli", *args]
 
 

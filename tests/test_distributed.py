@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,8 +35,8 @@ def _run(args: list[str], processes: int) -> subprocess.CompletedProcess:
     if processes == 1:
         cmd = [sys.executable, "-m", "maskpolicy.cli", *args]
     else:
-        torchrun = shutil.which("torchrun") or pytest.skip("torchrun not on PATH")
-        cmd = [torchrun, "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+        # torchrun's own module: no dependence on where pip put the torchrun script.
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
                "--master_port", str(_free_port()), "-m", "maskpolicy.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
