@@ -7,7 +7,8 @@ can still teach nothing: whatever fills the rest of the budget (the entity's own
 policy's tail lands there) hides the association the questions ask about. This section runs
 
 - the grid ``none / random / salient_span (gold spans) / learned-supervised / learned-meta``
-  on it over the suite's seeds, at the default ``fill``;
+  on it over the suite's seeds, at the default ``fill``, and each row's paired difference to
+  ``random`` (``paired.py``);
 - what the masks cover (``meta.mask_profile``): answer, subject (the passage's key) and other
   tokens masked, per policy, beside the learned policies' answer recall;
 - the fill comparison: ``salient_span``, ``learned-supervised`` and ``learned-meta`` under
@@ -23,6 +24,7 @@ from maskpolicy.policies import MaskingConfig
 from maskpolicy.policies.sampler import FILL_MODES
 
 from .grid import GridSpec, grid_rows, run_grid
+from .paired import EXPLAIN_AGAIN, HEADING, compare_to_random
 from .tables import fmt, markdown_table
 
 DENSE = {"facts_per_passage": 3, "answer_words": 2, "relations": ["birthplace", "profession", "employer"]}
@@ -54,16 +56,18 @@ def run_dense(out: str, *, tasks: list[str], seeds: list[int], steps: int, learn
                                  learn_options=learn, workers=workers, policy_root=world_root)
             fill_root = world_root if fill == default else os.path.join(world_root, f"fill-{fill}")
             fills[(world, fill)] = run_grid(fill_spec, fill_root)
+    paired = compare_to_random(grid, spec.tasks, spec.policies)
     sections = [
         (f"Dense world ({describe()}): cloze EM on evaluation entities, mean ± std over seeds, fill `{default}`",
          markdown_table(grid_rows(grid, spec), ["policy"] + spec.tasks)),
+        *paired.section(f"Dense world: {HEADING[0].lower()}{HEADING[1:]}", EXPLAIN_AGAIN),
         ("Dense world: what the masks cover (evaluation entities' passages, 3 draws, first seed)",
          markdown_table(mask_rows(grid, spec, dense_options), MASK_HEADER)),
     ]
     if compare_fills:
         sections.append((f"Budget filling: cloze EM by fill mode (seed {seeds[0]}, {steps} steps; default `{default}`)",
                          markdown_table(fill_rows(fills, tasks, seeds[0]), ["world", "policy"] + list(FILL_MODES))))
-    return {"sections": sections, "grid": grid, "spec": spec,
+    return {"sections": sections, "grid": grid, "spec": spec, "paired": paired.records(),
             "fills": {f"{w} {f}": g["cells"] for (w, f), g in fills.items() if (w, f) != ("dense", default)}}
 
 

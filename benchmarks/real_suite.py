@@ -18,6 +18,9 @@ Compute curves: for MR / SST-2 a classifier is fine-tuned from the model at
 ``probe`` preset), so the curves and steps-to-reach are downstream accuracy; held-out
 masked-token accuracy is also recorded at every evaluation. For SQuAD the curve is the
 cloze exact match itself.
+
+Below the main table: each row's paired difference to ``random`` per task (same seed, same
+data order), mean with a 95% interval over seeds (``paired.py``).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from maskpolicy.train.models import preset_shape
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
+from .paired import compare_to_random
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
@@ -129,6 +133,7 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     policies = list(dict.fromkeys(p for spec in specs for p in spec.policies))
     merged = {"cells": cells}
     rows = grid_rows(merged, GridSpec(tasks=tasks, policies=policies, seeds=seed_list, steps=steps))
+    paired = compare_to_random(merged, tasks, policies)  # per task: MR / SST-2 accuracy, SQuAD cloze EM
     pngs = []
     probe = size["probe"]
     probe_text = f"accuracy fine-tuned {probe['epochs']} epoch(s) on {probe['max_train_examples']} sentences"
@@ -140,7 +145,8 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking, held-out MLM "
                     f"accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
     reach_table = markdown_table([{**{t: "-" for t in tasks}, **r} for r in reach.values()], ["policy"] + tasks)
-    sections = [(f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "
+    sections = [*paired.section(),
+                (f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "
                  f"{probe_text}, every {probe_every} steps)", reach_table),
                 ("Learned policies on held-out data (token precision / recall / F1 within the 15% budget)",
                  markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
@@ -165,10 +171,13 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
              "model without intermediate pre-training. `-`: not run for that task.")
     command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
                             transfer_seeds=transfer_seeds, data_dir=data_dir)
-    return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=["policy"] + tasks,
+    header = ["policy"] + tasks
+    return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=header,
+                          csv_rows=paired.csv_rows(rows), csv_header=paired.csv_header(header),
                           started=started, command=command, preset=preset,
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
                                    "cells": cells, "learned": [g["learned"] for g in grids],
+                                   "paired_to_random": paired.records(),
                                    "transfer": None if transfer is None else {
                                        "scores": transfer["scores"], "rows": transfer["rows"],
                                        "failures": transfer["failures"]}}),

@@ -73,9 +73,11 @@ def _jsonable(value):
 
 def write_suite(out: str, *, suite: str, title: str, sections: list[tuple[str, str]], rows: list[dict],
                 header: list[str], results: dict, started: float, command: str, csv_rows: list[dict] | None = None,
-                preset: str = "full") -> dict:
+                preset: str = "full", csv_header: list[str] | None = None) -> dict:
     """``sections``: (heading, markdown) pairs after the main table (none when ``rows`` is
-    empty); ``rows`` (or ``csv_rows``) with ``header`` go to ``table.csv``; ``results`` (every number with its seed, steps and config) to
+    empty); ``rows`` (or ``csv_rows``) with ``header`` (or ``csv_header``: the CSV may carry
+    more columns than the Markdown table, e.g. numbers behind a formatted cell) go to
+    ``table.csv``; ``results`` (every number with its seed, steps and config) to
     ``results.json``. The heading names the preset when it is not the full one ("# real
     --quick"). Returns ``{"table", "out", "wall_seconds"}``."""
     wall = round(time.perf_counter() - started, 1)
@@ -84,7 +86,7 @@ def write_suite(out: str, *, suite: str, title: str, sections: list[tuple[str, s
         text += f"\n\n## {heading}\n\n{body}"
     text += f"\n\n`{command}`: {wall:.0f} s on {machine()}\n"
     write_text(out, "table.md", text)
-    write_text(out, "table.csv", csv_text(rows if csv_rows is None else csv_rows, header))
+    write_text(out, "table.csv", csv_text(rows if csv_rows is None else csv_rows, csv_header or header))
     write_json_atomic(os.path.join(out, "results.json"), _jsonable({
         "suite": suite, "preset": preset, "command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": wall, **results}))

@@ -14,7 +14,9 @@ Sizes (2 CPU cores, two one-thread workers):
 
 Model: ``tiny`` BERT (2 x 128) from a configuration, no general pre-training (the world's
 facts exist only in its corpus). Score: closed-book cloze exact match on the evaluation
-entities, whose questions no policy ever sees.
+entities, whose questions no policy ever sees. Below the main table (and the dense world's):
+each row's paired difference to ``random`` per relation (same seed, same data order), mean
+with a 95% interval over seeds (``paired.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import time
 
 from .dense_world import run_dense
 from .grid import GRID_POLICIES, GridSpec, grid_rows, run_grid
+from .paired import compare_to_random
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
@@ -60,8 +63,9 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
                           compare_fills=size.get("fill_compare", False))
     pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"]
     rows = grid_rows(grid, spec)
+    paired = compare_to_random(grid, spec.tasks, spec.policies)
     recall_rows = _recall_rows(grid, spec)
-    sections = [
+    sections = paired.section() + [
         ("Steps to reach random's final score (fraction of random's steps)", markdown_table(reach_rows(grid, spec), ["policy"] + spec.tasks)),
         ("Learned policies: answer recall within the 15% budget, evaluation entities", markdown_table(recall_rows, ["method"] + spec.tasks)),
         ("Transfer", transfer["table"]),
@@ -76,14 +80,18 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
              "(every word is one token).")
     command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
                             transfer_seeds=transfer_seeds)
-    return {**write_suite(out, suite="synthetic", title=title, sections=sections, rows=rows,
-                          header=["policy"] + spec.tasks, started=started, command=command, preset=preset,
+    header = ["policy"] + spec.tasks
+    return {**write_suite(out, suite="synthetic", title=title, sections=sections, rows=rows, header=header,
+                          csv_rows=paired.csv_rows(rows), csv_header=paired.csv_header(header),
+                          started=started, command=command, preset=preset,
                           results={"spec": spec.__dict__, "cells": grid["cells"], "learned": grid["learned"],
+                                   "paired_to_random": paired.records(),
                                    "transfer": {"scores": transfer["scores"], "rows": transfer["rows"],
                                                 "failures": transfer["failures"]},
                                    "dense": dense["grid"] and {"cells": dense["grid"]["cells"],
                                                                "learned": dense["grid"]["learned"],
-                                                               "fills": dense["fills"]}}),
+                                                               "fills": dense["fills"],
+                                                               "paired_to_random": dense["paired"]}}),
             "png": pngs, "grid": grid, "transfer": transfer}
 
 
