@@ -18,6 +18,9 @@ from typing import NoReturn
 
 from maskpolicy.policies.errors import MaskpolicyError
 
+from maskpolicy.train.head_warmup import DEFAULT_STEPS as DEFAULT_HEAD_WARMUP_STEPS
+from maskpolicy.train.sources import SOURCES
+
 from . import commands
 
 
@@ -80,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(p)
     p.add_argument("--policy", help="policy name or a saved policy directory")
     p.add_argument("--policy-option", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
-    p.add_argument("--model", help="size preset (tiny, mini, small, base) or a masked-LM checkpoint dir / hub name")
+    p.add_argument("--model", help="size preset (tiny, mini, small, base), an offline pretrained model "
+                   f"({', '.join(SOURCES)}), or a masked-LM / encoder checkpoint dir / hub name")
+    p.add_argument("--head-warmup-steps", type=int, help="a checkpoint without an MLM head: steps that train only "
+                   "the new head, body frozen, on the run's corpus before pre-training (default "
+                   f"{DEFAULT_HEAD_WARMUP_STEPS} when the head is new; 0 = none)")
     p.add_argument("--tokenizer", help="tokenizer dir / hub name / WordPiece vocab file")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)

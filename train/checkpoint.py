@@ -32,7 +32,8 @@ STATE_FILE = "trainer_state.json"
 # cadence and the output location may change between segments.)
 RUN_DEFINING = ("task", "task_options", "policy", "policy_options", "model", "model_options",
                 "tokenizer", "vocab_size", "steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
-                "weight_decay", "warmup_ratio", "max_length", "seed", "masking", "mixed_precision")
+                "weight_decay", "warmup_ratio", "max_length", "seed", "masking", "mixed_precision",
+                "head_warmup_steps", "head_warmup_lr")
 
 
 class _DropTiedWeightsNotice(logging.Filter):

@@ -35,6 +35,11 @@ class PretrainConfig:
     policy_options: dict = field(default_factory=dict)
     model: str = "tiny"  # size preset (tiny, mini, base) or a masked-LM checkpoint (dir or hub name)
     model_options: dict = field(default_factory=dict)  # BertConfig overrides for a preset (e.g. hidden_dropout_prob)
+    # A checkpoint without an MLM head (an encoder): steps that train only the new head,
+    # body frozen, before pre-training (None: train/head_warmup.DEFAULT_STEPS when anything
+    # is new, 0 when the checkpoint has its head), at this learning rate.
+    head_warmup_steps: int | None = None
+    head_warmup_lr: float = 1e-2  # chosen by the measurement in train/head_warmup.py
     tokenizer: str | None = None  # dir/hub name or a WordPiece vocab file; default: the model's, else built from the task
     vocab_size: int = 8000  # for a tokenizer built from the task corpus
     out: str = "runs/pretrain"
@@ -77,7 +82,12 @@ class PretrainConfig:
                               "probes are recorded with the periodic evaluations")
         if self.probe is not None and not isinstance(self.probe, FinetuneConfig):
             raise ConfigError(f"probe must be a fine-tuning mapping (epochs, learning_rate, ...), got {self.probe!r}")
-        _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length")
+        _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
+                  "head_warmup_lr")
+        if self.head_warmup_steps is not None and (isinstance(self.head_warmup_steps, bool) or
+                                                   not isinstance(self.head_warmup_steps, int) or
+                                                   self.head_warmup_steps < 0):
+            raise ConfigError(f"head_warmup_steps must be a whole number >= 0, got {self.head_warmup_steps!r}")
         for name in ("eval_every", "save_every", "weight_decay", "probe_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")

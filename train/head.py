@@ -5,7 +5,7 @@ a small BERT: for a 2 x 128 model about 70% of the forward FLOPs at every positi
 MLM loss needs them at the ~15% labelled positions only. Inside ``projection_at(head,
 selected)`` a forward pre-hook hands ``head`` hidden[selected] [n, H] instead of [B, T, H],
 so the model's ``logits`` come out as [n, V]; the hook is removed on exit.
-Used by pre-training (``pretrain.masked_lm_loss``), the meta-steps (``meta.inner``) and
+Used by pre-training (``masked_lm_loss`` below), the meta-steps (``meta.inner``) and
 evaluation (``logits_at``: cloze and held-out masked-token accuracy).
 """
 from __future__ import annotations
@@ -36,3 +36,18 @@ def logits_at(model, inputs: dict, selected: torch.Tensor, head: torch.nn.Module
         return model(**inputs).logits[selected]
     with projection_at(head, selected):
         return model(**inputs).logits
+
+
+def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> torch.Tensor:
+    """Mean MLM cross-entropy over labelled positions, equal to ``model(**batch).loss``, with
+    the vocabulary projection applied at the labelled positions only (``head.projection_at``).
+    Models without a standard output-embedding module fall back to the model's own loss.
+    ``head``: the output embeddings
+    when ``model`` is wrapped (DDP): the hook goes on the inner module, the call through the
+    wrapper so that gradients are still synchronised."""
+    labels = batch["labels"]  # [B, T], -100 where not masked
+    selected = labels != -100  # [B, T]
+    logits = logits_at(model, {k: v for k, v in batch.items() if k != "labels"}, selected, head)  # [n, V]
+    if not bool(selected.any()):  # a policy that may mask fewer (fill "none") masked nothing here:
+        return logits.sum() * 0.0  # a zero loss with a graph (the mean over no token would be NaN)
+    return torch.nn.functional.cross_entropy(logits, labels[selected])

@@ -43,8 +43,10 @@ from .config import PretrainConfig
 from .data import (build_policy, corpus_dataset, load_task, policy_run_info, resolve_tokenizer,
                    save_built_pmi_table)
 from .evaluate import evaluate_task
-from .head import logits_at
-from .models import check_model_tokenizer, is_preset, load_masked_lm, preset_model
+from .head import masked_lm_loss
+from .head_warmup import DEFAULT_STEPS as DEFAULT_HEAD_WARMUP_STEPS
+from .head_warmup import warm_up_head
+from .models import LoadReport, check_model_tokenizer, is_preset, load_masked_lm_reporting, preset_model
 from .progress import library_progress_bars
 from .run_dir import RunLock, check_run_dir, clean_run_dir
 
@@ -59,21 +61,6 @@ def _optimizer(model, config: PretrainConfig) -> torch.optim.Optimizer:
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.learning_rate)
-
-
-def masked_lm_loss(model, batch: dict, head: torch.nn.Module | None = None) -> torch.Tensor:
-    """Mean MLM cross-entropy over labelled positions, equal to ``model(**batch).loss``, with
-    the vocabulary projection applied at the labelled positions only (``head.projection_at``).
-    Models without a standard output-embedding module fall back to the model's own loss.
-    ``head``: the output embeddings
-    when ``model`` is wrapped (DDP): the hook goes on the inner module, the call through the
-    wrapper so that gradients are still synchronised."""
-    labels = batch["labels"]  # [B, T], -100 where not masked
-    selected = labels != -100  # [B, T]
-    logits = logits_at(model, {k: v for k, v in batch.items() if k != "labels"}, selected, head)  # [n, V]
-    if not bool(selected.any()):  # a policy that may mask fewer (fill "none") masked nothing here:
-        return logits.sum() * 0.0  # a zero loss with a graph (the mean over no token would be NaN)
-    return torch.nn.functional.cross_entropy(logits, labels[selected])
 
 
 def downstream_probe(lm, tokenizer, task, config: PretrainConfig) -> float:
@@ -138,11 +125,30 @@ def _accelerator(config: PretrainConfig) -> Accelerator:
     return accelerator
 
 
-def _build_model(config: PretrainConfig, tokenizer):
+def _build_model(config: PretrainConfig, tokenizer) -> tuple[object, LoadReport]:
+    """The model and what of it was newly initialised (a preset: nothing to warm up, its
+    whole body is new and trains from the start)."""
     if is_preset(config.model):
         return preset_model(config.model, len(tokenizer), config.max_length, tokenizer.pad_token_id,
-                            **config.model_options)
-    return load_masked_lm(config.model)
+                            **config.model_options), LoadReport()
+    return load_masked_lm_reporting(config.model)
+
+
+def _head_warmup(config: PretrainConfig, model, report: LoadReport, dataset, tokenizer, accelerator) -> dict:
+    """Warm up what the checkpoint lacked (``head_warmup.py``), saying what that is."""
+    if not report.new_parameters:
+        return {"steps": 0, "trained": []}
+    steps = DEFAULT_HEAD_WARMUP_STEPS if config.head_warmup_steps is None else config.head_warmup_steps
+    accelerator.print(f"{config.model}: newly initialised (not in the checkpoint): {report.summary(model)}; "
+                      + (f"warming them up for {steps} steps with the body frozen" if steps else
+                         "no head warm-up (--head-warmup-steps 0)"))
+    info = warm_up_head(model, report.new_parameters, dataset, tokenizer, steps=steps, batch_size=config.batch_size,
+                        learning_rate=config.head_warmup_lr, seed=config.seed, device=accelerator.device,
+                        progress=config.progress and accelerator.is_local_main_process)
+    if info["steps"]:
+        accelerator.print(f"head warm-up: MLM loss {info['loss_first']:.3f} -> {info['loss_last']:.3f} "
+                          f"in {info['seconds']:.0f} s")
+    return {**info, "new_parameters": report.new_parameters}
 
 
 def _resume_state(config: PretrainConfig, checkpoints: str, processes: int) -> tuple[str, dict]:
@@ -191,8 +197,8 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     tokenizer = resolve_tokenizer(config, task)
     dataset = corpus_dataset(tokenizer, task, config.max_length)
     policy = build_policy(config, tokenizer, task, dataset)
-    model = _build_model(config, tokenizer)
-    check_model_tokenizer(model, tokenizer, config.max_length)
+    model, load_report = _build_model(config, tokenizer)
+    check_model_tokenizer(model, tokenizer, config.max_length, config.model)
     if main:
         if not locks:
             locks.append(RunLock(out))
@@ -201,6 +207,10 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
             accelerator.print(f"{out}: removed {', '.join(removed)}")
         save_built_pmi_table(policy, out)
     accelerator.wait_for_everyone()
+
+    # A resumed run's weights (its warmed head included) come from the checkpoint.
+    head_warmup = state.get("head_warmup") if resume_from else \
+        _head_warmup(config, model, load_report, dataset, tokenizer, accelerator)
 
     collator = MaskingCollator(tokenizer)  # padding only here; masking happens on the device
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collator.pad,
@@ -275,7 +285,8 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
                 seconds, tokens = totals()
                 save_checkpoint(accelerator, checkpoints, step,
                                 {"step": step, "history": history, "config": config.to_dict(),
-                                 "processes": accelerator.num_processes, "train_seconds": round(seconds, 3),
+                                 "processes": accelerator.num_processes, "head_warmup": head_warmup,
+                                 "train_seconds": round(seconds, 3),
                                  "tokens_seen": tokens}, keep=config.keep_checkpoints)
             if on_step is not None:
                 on_step(step, history)
@@ -289,7 +300,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
 
     lm = accelerator.unwrap_model(model)
     run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset),
-                "processes": accelerator.num_processes}
+                "processes": accelerator.num_processes, "head_warmup": head_warmup}
 
     def write_model(tmp: str) -> None:
         lm.save_pretrained(tmp)
