@@ -30,6 +30,7 @@ import time
 from maskpolicy.policies.errors import DataError
 from maskpolicy.train.config import PretrainConfig
 from maskpolicy.train.models import preset_shape
+from maskpolicy.train.sources import SOURCES
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
@@ -63,7 +64,27 @@ QUICK = dict(general_steps=600, steps=200, seeds=1, tasks=["mr", "squad"],
 # general and intermediate pre-training, 5 seeds, selective labels from every sentence.
 GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 5, "selective": {},
        "probe_points": 6, "policies": ["none", "random", "pmi", "selective", "learned-supervised"]}
-PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
+# From a pretrained encoder (``--preset pretrained``; ``--quick`` for its small form): the
+# offline all-MiniLM-L6-v2 (6 x 384, ``--model minilm-l6``; a sentence encoder without an MLM
+# head). Its "general" stage is the head warm-up alone, body frozen, on WikiText-2 (0
+# general steps); intermediate pre-training and fine-tuning at BERT-style learning rates
+# (a pretrained body at 1e-3 would forget what it knows). About 10x the tiny model's compute
+# per token: sizes are set from measured step times (README, RESULTS.md).
+PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_steps": 200, "learning_rate": 1e-4,
+              "steps": 300, "seeds": 3, "corpus_cap": 20000,
+              "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
+              "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 4000},
+              "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
+              "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 2000},
+              "selective": {"max_examples": 600}, "transfer_seeds": 0,
+              "squad_policies": ["none", "random", "salient_span", "learned-supervised"]}
+PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
+                    "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
+                    "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
+                    "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 300},
+                    "classifier": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
+                    "selective": {"max_examples": 200}, "squad_policies": ["random", "salient_span"]}
+PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU, "pretrained": PRETRAINED, "pretrained-quick": PRETRAINED_QUICK}
 
 
 def check_data(data_dir: str | None, tasks: list[str]) -> str:
@@ -99,12 +120,13 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
         task="wikitext2", data_dir=root, policy="random", model=size.get("model", "tiny"), steps=size["general_steps"], seed=0,
         batch_size=size.get("batch_size", 32), max_length=SQUAD_MAX_LENGTH, task_options={"max_words": MAX_WORDS},
         eval_every=max(size["general_steps"] // 10, 1), save_every=size["general_steps"], progress=False,
-        out=os.path.join(out, "general", "wikitext2")))
+        head_warmup_steps=size.get("head_warmup_steps"), out=os.path.join(out, "general", "wikitext2")))
     if general["status"] != "done":
         raise DataError(f"general pre-training on WikiText-2 failed: {general['error']}")
     model = os.path.join(out, "general", "wikitext2", "model")
     task_options = {"max_words": MAX_WORDS, **({} if size["corpus_cap"] is None else {"max_corpus_passages": size["corpus_cap"]})}
-    shared = {"model": model, "data_dir": root, "batch_size": size.get("batch_size", 32), "max_length": MAX_LENGTH}
+    shared = {"model": model, "data_dir": root, "batch_size": size.get("batch_size", 32), "max_length": MAX_LENGTH,
+              **({"learning_rate": size["learning_rate"]} if "learning_rate" in size else {})}
     learn_options = {"model": model, "data_dir": root, "max_length": MAX_LENGTH, "progress": False,
                      "supervised": {"classifier": {"model": model, **size["classifier"]}, "selective": size["selective"]}}
     classification = [t for t in size["tasks"] if t != "squad"]
@@ -142,8 +164,11 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
         pngs += curve_plots(grid, spec, out, probe_text if spec.curve_key == "probe_accuracy" else "cloze EM")
         for row in reach_rows(grid, spec):
             reach.setdefault(row["policy"], {"policy": row["policy"]}).update(row)
-    general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking, held-out MLM "
-                    f"accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
+    warm = general.get("head_warmup") or {}
+    general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking"
+                    + (f" after {warm['steps']} head warm-up steps (body frozen; MLM loss {warm['loss_first']:.2f} -> "
+                       f"{warm['loss_last']:.2f}, {warm['seconds']:.0f} s)" if warm.get("steps") else "")
+                    + f", held-out MLM accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
     reach_table = markdown_table([{**{t: "-" for t in tasks}, **r} for r in reach.values()], ["policy"] + tasks)
     sections = [*paired.section(),
                 (f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "
@@ -162,9 +187,11 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     if failures:
         sections.append(("Failed cells", failures))
     model_name = size.get("model", "tiny")
-    shape = preset_shape(model_name)
-    title = (f"Real data, small models from a configuration (no pre-trained weights available offline): {model_name} "
-             f"BERT ({shape}) general-pre-trained on WikiText-2, then {steps} intermediate steps per cell on the in-domain "
+    start = (f"pretrained {model_name} ({SOURCES[model_name].about}), its new MLM head warmed up on WikiText-2"
+             if model_name in SOURCES else
+             f"a small {model_name} BERT ({preset_shape(model_name)}) from a configuration, general-pre-trained on "
+             "WikiText-2")
+    title = (f"Real data, from {start}, then {steps} intermediate steps per cell on the in-domain "
              f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch 32, mask budget 15%, seeds "
              f"{', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
              f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "

@@ -24,7 +24,8 @@ def machine() -> str:
 
 def preset_flag(preset: str) -> str:
     """The ``maskpolicy bench`` flag that selects ``preset`` (full is the default)."""
-    return {"full": "", "quick": " --quick"}.get(preset, f" --preset {preset}")
+    return {"full": "", "quick": " --quick", "pretrained-quick": " --preset pretrained --quick"}.get(
+        preset, f" --preset {preset}")
 
 
 def bench_command(base: str, preset: str, out: str, **flags) -> str:

@@ -37,7 +37,7 @@ QUICKSTART = {
 }
 
 
-PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu"),
+PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu", "pretrained", "pretrained-quick"),
            "perf": ("full", "quick")}
 
 
@@ -51,12 +51,14 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     out = out or os.path.join("runs", suite)
     check_output_dir(out)  # before the first cell trains, not when the table is written
-    if quick and preset not in (None, "quick"):
+    if quick and preset not in (None, "quick", "pretrained"):
         raise ConfigError(f"--quick and --preset {preset}: choose one")
+    if quick and preset == "pretrained":
+        preset = "pretrained-quick"  # the pretrained preset's own small form
     preset = preset or ("quick" if quick else "full")
     if preset not in PRESETS[suite]:
         raise ConfigError(f"suite {suite!r} has no preset {preset!r}; presets: {', '.join(PRESETS[suite])}")
-    quick = preset == "quick"
+    quick = preset in ("quick", "pretrained-quick")
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if workers is not None and workers < 1:

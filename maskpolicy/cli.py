@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="quickstart (default) | synthetic | real | perf")
     p.add_argument("--data-dir", help="real: the data directory (default $MASKPOLICY_DATA_DIR, laid out as ../shared/data)")
     p.add_argument("--quick", action="store_true", default=None, help="the suite's small preset (about 5 minutes on 2 CPU cores)")
-    p.add_argument("--preset", choices=["full", "quick", "gpu"], help="sizes: full (default), quick (= --quick), "
-                   "gpu (synthetic, real: larger runs for a GPU)")
+    p.add_argument("--preset", choices=["full", "quick", "gpu", "pretrained"], help="sizes: full (default), quick "
+                   "(= --quick), gpu (synthetic, real: larger runs for a GPU), pretrained (real: from the offline "
+                   "minilm-l6 encoder; with --quick its small form)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")
     p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")
     p.add_argument("--transfer-seeds", type=int, help="synthetic, real: the transfer matrix on the first N seeds "

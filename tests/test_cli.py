@@ -74,7 +74,7 @@ def test_pmi_and_show_take_task_options_like_the_runs_do(tmp_path, capsys):
     (["pretrain", "--task", "nope"], "unknown task 'nope'"),
     (["pretrain", "--policy", "nope"], "unknown policy 'nope'"),
     (["pretrain", "--rate", "1.5"], "mask rate must be in (0, 1)"),
-    (["pretrain", "--steps", "0"], "steps must be a positive number"),
+    (["pretrain", "--steps", "-1"], "steps must be a whole number >= 0"),
     (["evaluate", "--model", "/does/not/exist", "--task", "synthetic"], "model directory not found"),
     (["show", "--policy", "/does/not/exist", "--text", "a b c"], "no saved policy at '/does/not/exist'"),
     (["bench", "--suite", "nope"], "unknown suite 'nope'"),

@@ -160,3 +160,57 @@ def test_classification_fine_tuning_from_the_encoder(cls_dir):
     task = get_task(str(cls_dir))
     result = finetune_classifier(lm, tokenizer, task, FinetuneConfig(epochs=1, batch_size=4), max_length=16)
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+@needs_minilm
+def test_zero_steps_warm_up_the_head_only_and_save_a_complete_masked_lm(tmp_path):
+    out = tmp_path / "general"
+    results = pretrain(PretrainConfig(**{**TINY, "model": "minilm-l6", "steps": 0, "head_warmup_steps": 2,
+                                         "out": str(out)}))
+    assert results["steps"] == 0 and results["head_warmup"]["steps"] == 2
+    assert not (out / "checkpoints").exists()  # no pre-training step, no checkpoint
+    from maskpolicy.train.models import load_masked_lm_reporting
+
+    assert load_masked_lm_reporting(str(out / "model"))[1].new_parameters == []
+
+
+def test_the_pretrained_preset_of_the_real_suite(tmp_path, monkeypatch):
+    """What ``bench --suite real --preset pretrained`` asks of the loop (faked cells: no training)."""
+    from maskpolicy.benchmarks import real_suite, suites
+
+    seen = {}
+
+    def general_cell(config):
+        seen["general"] = config
+        return {"status": "done", "metrics": {"score": 0.3}, "train_seconds": 1.0,
+                "head_warmup": {"steps": 200, "loss_first": 7.5, "loss_last": 6.0, "seconds": 90.0}}
+
+    def run_grid(spec, root):
+        seen.setdefault("specs", []).append(spec)
+        cells = [{"task": t, "policy": p, "seed": s, "status": "done", "score": 0.5, "metrics": {"score": 0.5},
+                  "history": []}
+                 for t in spec.tasks for p in spec.policies for s in spec.seeds]
+        return {"cells": cells, "learned": {}, "kinds": {t: "classification" for t in spec.tasks}}
+
+    monkeypatch.setattr(real_suite, "check_data", lambda data_dir, tasks: "data")
+    monkeypatch.setattr(real_suite, "pretrain_cell", general_cell)
+    monkeypatch.setattr(real_suite, "run_grid", run_grid)
+    monkeypatch.setattr(real_suite, "curve_plots", lambda *a, **k: [])
+    monkeypatch.setattr(real_suite, "reach_rows", lambda *a, **k: [])
+    real_suite.run_real(str(tmp_path), preset="pretrained", workers=1)
+    general = seen["general"]
+    assert general.model == "minilm-l6" and general.steps == 0 and general.head_warmup_steps == 200
+    mr = seen["specs"][0]
+    assert mr.pretrain_options["learning_rate"] == 1e-4 and mr.pretrain_options["model"].endswith("model")
+    assert {"none", "random", "span", "pmi", "selective", "learned-supervised"} == set(mr.policies)
+    assert len(mr.seeds) >= 3
+    table = (tmp_path / "table.md").read_text()
+    assert "from pretrained minilm-l6" in table and "after 200 head warm-up steps" in table
+    assert "--preset pretrained --out" in table
+    # --preset pretrained --quick is the preset's small form, recorded as such.
+    monkeypatch.setattr(real_suite, "run_real", lambda out, preset, **kw: {"table": "", "out": out, "preset": preset})
+    assert suites.run_suite("real", preset="pretrained", quick=True, out=str(tmp_path / "q"))["preset"] == \
+        "pretrained-quick"
+    from maskpolicy.benchmarks.report import preset_flag
+
+    assert preset_flag("pretrained-quick") == " --preset pretrained --quick"

@@ -43,7 +43,7 @@ class PretrainConfig:
     tokenizer: str | None = None  # dir/hub name or a WordPiece vocab file; default: the model's, else built from the task
     vocab_size: int = 8000  # for a tokenizer built from the task corpus
     out: str = "runs/pretrain"
-    steps: int = 2000  # optimizer updates
+    steps: int = 2000  # optimizer updates (0: only the head warm-up of a checkpoint without MLM head, and evaluation)
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
@@ -82,8 +82,10 @@ class PretrainConfig:
                               "probes are recorded with the periodic evaluations")
         if self.probe is not None and not isinstance(self.probe, FinetuneConfig):
             raise ConfigError(f"probe must be a fine-tuning mapping (epochs, learning_rate, ...), got {self.probe!r}")
-        _positive(self, "steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
-                  "head_warmup_lr")
+        _positive(self, "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length", "head_warmup_lr")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            # 0: no pre-training step; the run evaluates (and warms up a new head) only.
+            raise ConfigError(f"steps must be a whole number >= 0, got {self.steps!r}")
         if self.head_warmup_steps is not None and (isinstance(self.head_warmup_steps, bool) or
                                                    not isinstance(self.head_warmup_steps, int) or
                                                    self.head_warmup_steps < 0):
