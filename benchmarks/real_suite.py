@@ -75,14 +75,14 @@ PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_ste
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
               "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 4000},
               "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
-              "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 2000},
+              "classifier": {"epochs": 2, "learning_rate": 1e-4},
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"]}
 PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
                     "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 300},
-                    "classifier": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
+                    "classifier": {"epochs": 1, "learning_rate": 1e-4},
                     "selective": {"max_examples": 200}, "squad_policies": ["random", "salient_span"]}
 PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU, "pretrained": PRETRAINED, "pretrained-quick": PRETRAINED_QUICK}
 
@@ -165,10 +165,11 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
         for row in reach_rows(grid, spec):
             reach.setdefault(row["policy"], {"policy": row["policy"]}).update(row)
     warm = general.get("head_warmup") or {}
-    general_line = (f"General pre-training: WikiText-2, {size['general_steps']} steps, random masking"
-                    + (f" after {warm['steps']} head warm-up steps (body frozen; MLM loss {warm['loss_first']:.2f} -> "
-                       f"{warm['loss_last']:.2f}, {warm['seconds']:.0f} s)" if warm.get("steps") else "")
-                    + f", held-out MLM accuracy {general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
+    general_line = ((f"General stage: the new MLM head warmed up on WikiText-2 for {warm['steps']} steps, body frozen "
+                     f"(MLM loss {warm['loss_first']:.2f} -> {warm['loss_last']:.2f}, {warm['seconds']:.0f} s), then "
+                     if warm.get("steps") else "General pre-training: WikiText-2, ")
+                    + f"{size['general_steps']} steps with random masking, held-out MLM accuracy "
+                    f"{general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
     reach_table = markdown_table([{**{t: "-" for t in tasks}, **r} for r in reach.values()], ["policy"] + tasks)
     sections = [*paired.section(),
                 (f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "

@@ -205,7 +205,7 @@ def test_the_pretrained_preset_of_the_real_suite(tmp_path, monkeypatch):
     assert {"none", "random", "span", "pmi", "selective", "learned-supervised"} == set(mr.policies)
     assert len(mr.seeds) >= 3
     table = (tmp_path / "table.md").read_text()
-    assert "from pretrained minilm-l6" in table and "after 200 head warm-up steps" in table
+    assert "from pretrained minilm-l6" in table and "warmed up on WikiText-2 for 200 steps, body frozen" in table
     assert "--preset pretrained --out" in table
     # --preset pretrained --quick is the preset's small form, recorded as such.
     monkeypatch.setattr(real_suite, "run_real", lambda out, preset, **kw: {"table": "", "out": out, "preset": preset})
@@ -214,3 +214,16 @@ def test_the_pretrained_preset_of_the_real_suite(tmp_path, monkeypatch):
     from maskpolicy.benchmarks.report import preset_flag
 
     assert preset_flag("pretrained-quick") == " --preset pretrained --quick"
+
+
+@pytest.mark.parametrize("preset", ["full", "quick", "gpu", "pretrained", "pretrained-quick"])
+def test_every_real_preset_builds_valid_learning_and_fine_tuning_options(preset):
+    """A preset's nested options are only read deep inside a cell: check them all up front."""
+    from maskpolicy.benchmarks.real_suite import PRESETS
+    from maskpolicy.meta.supervised import SupervisedConfig
+    from maskpolicy.train.config import FinetuneConfig
+
+    size = PRESETS[preset]
+    SupervisedConfig(classifier={"model": "tiny", **size["classifier"]}, selective=size["selective"])
+    FinetuneConfig(**size["finetune"])
+    FinetuneConfig(**size["probe"])
