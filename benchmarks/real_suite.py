@@ -69,11 +69,15 @@ GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 
 # head). Its "general" stage is the head warm-up alone, body frozen, on WikiText-2 (0
 # general steps); intermediate pre-training and fine-tuning at BERT-style learning rates
 # (a pretrained body at 1e-3 would forget what it knows). About 10x the tiny model's compute
-# per token: sizes are set from measured step times (README, RESULTS.md).
+# per token. Sizes from the --quick run's cells (one thread each beside a second worker):
+# about 1.7 s a training step at 32 x 64, 3 s an evaluation, 30-50 s a probe; estimated
+# per MR/SST-2 cell at 200 steps ~700 s with fine-tuning, ~500 s a SQuAD cell, plus the
+# supervised and selective learners: about 4 h for the 3 seeds with 2 workers (estimated,
+# not yet run; it resumes, so it may run in parts).
 PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_steps": 200, "learning_rate": 1e-4,
-              "steps": 300, "seeds": 3, "corpus_cap": 20000,
+              "steps": 200, "seeds": 3, "corpus_cap": 20000,
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
-              "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 4000},
+              "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
               "classifier": {"epochs": 2, "learning_rate": 1e-4},
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
