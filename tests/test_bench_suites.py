@@ -69,8 +69,8 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
     assert rows["selective"]["squad"] == "-" and rows["none"]["squad"] == "-"  # not run for squad
     assert 0.0 <= float(rows["learned-supervised"]["squad"]) <= 1.0
     table = (out / "table.md").read_text()
-    assert "no pre-trained weights" in table and "General pre-training: WikiText-2" in table
-    assert "mini BERT (4 x 256) general-pre-trained" in table  # the preset's model size reaches the runs
+    assert "from a configuration" in table and "General pre-training: WikiText-2" in table
+    assert "mini BERT (4 x 256) from a configuration, general-pre-trained" in table  # the preset's model size reaches the runs
     assert "| squad | supervised |" in table and "| mr | supervised |" in table
     results = json.loads((out / "results.json").read_text())
     selective = [c for c in results["cells"] if c["policy"] == "selective"][0]
