@@ -75,7 +75,7 @@ GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 
 # supervised and selective learners: about 4 h for the 3 seeds with 2 workers (estimated,
 # not yet run; it resumes, so it may run in parts).
 PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_steps": 200, "learning_rate": 1e-4,
-              "steps": 200, "seeds": 3, "corpus_cap": 20000,
+              "steps": 200, "seeds": 3, "corpus_cap": 20000, "eval_points": 10,
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
               "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
@@ -83,6 +83,7 @@ PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_ste
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"]}
 PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
+                    "eval_points": 6,
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
                     "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 300},
@@ -134,18 +135,21 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     learn_options = {"model": model, "data_dir": root, "max_length": MAX_LENGTH, "progress": False,
                      "supervised": {"classifier": {"model": model, **size["classifier"]}, "selective": size["selective"]}}
     classification = [t for t in size["tasks"] if t != "squad"]
-    eval_points = GridSpec.eval_points
+    # Evaluations along each run (the compute curves): every one costs a held-out MLM pass,
+    # about 3 s with minilm-l6, so the pretrained presets take fewer.
+    eval_points = size.get("eval_points", GridSpec.eval_points)
     eval_every = max(steps // eval_points, 1)
     probe_every = eval_every * max(steps // size["probe_points"] // eval_every, 1)  # a multiple of eval_every
     specs = [GridSpec(tasks=classification, policies=size["policies"], seeds=seed_list, steps=steps,
                       pretrain_options={**shared, "task_options": task_options, "finetune": size["finetune"],
                                         "probe": size["probe"], "probe_every": probe_every},
                       learn_options={**learn_options, "task_options": task_options}, workers=workers,
-                      curve_key="probe_accuracy")]
+                      curve_key="probe_accuracy", eval_points=eval_points)]
     if "squad" in size["tasks"]:
         specs.append(GridSpec(tasks=["squad"], policies=size["squad_policies"], seeds=seed_list, steps=steps,
                               pretrain_options={**shared, "max_length": SQUAD_MAX_LENGTH},
-                              learn_options={**learn_options, "max_length": SQUAD_MAX_LENGTH}, workers=workers))
+                              learn_options={**learn_options, "max_length": SQUAD_MAX_LENGTH}, workers=workers,
+                              eval_points=eval_points))
     grids = [run_grid(spec, out) for spec in specs]
     # Transfer: each task's supervised policy drives every other task's intermediate
     # pre-training (first seeds only; the diagonal and `random` are the grid's own cells).

@@ -204,6 +204,7 @@ def test_the_pretrained_preset_of_the_real_suite(tmp_path, monkeypatch):
     assert mr.pretrain_options["learning_rate"] == 1e-4 and mr.pretrain_options["model"].endswith("model")
     assert {"none", "random", "span", "pmi", "selective", "learned-supervised"} == set(mr.policies)
     assert len(mr.seeds) >= 3
+    assert mr.eval_points == 10 and mr.pretrain_options["probe_every"] % (mr.steps // mr.eval_points) == 0
     table = (tmp_path / "table.md").read_text()
     assert "from pretrained minilm-l6" in table and "warmed up on WikiText-2 for 200 steps, body frozen" in table
     assert "--preset pretrained --out" in table
