@@ -151,7 +151,8 @@ def trainer_baseline_rows(steps: int, rounds: int, scaling: bool = True,
     threads) on the synthetic world's own ~1,000-entry vocabulary; with ``vocab_file`` (BERT's
     WordPiece vocabulary) the side-by-side comparison again at 30,522 entries, where the
     vocabulary projection the loop skips at unmasked positions dominates a tiny model."""
-    from .trainer_baseline import Workload, measure, rows
+    from .loop_workload import Workload
+    from .trainer_baseline import measure, rows
 
     data = {"world_vocabulary": measure(steps, rounds, with_scaling=scaling)}
     table = rows(data["world_vocabulary"])

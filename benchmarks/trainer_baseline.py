@@ -41,12 +41,8 @@ entries, so at 2 x 128 the vocabulary projection is about 24% of the forward mul
 per token (130k of 540k); skipping it at 85% of the positions bounds the gain near 1.26x in
 arithmetic, before per-step overheads (optimizer, Python) that both loops pay alike.
 
-Scaling (``--no-scaling`` to skip): the same maskpolicy run (global batch 32, same steps) as
-fresh subprocesses ``python -m maskpolicy.cli pretrain ...``: 1 process x 1 thread, 1 process
-x 2 threads (OMP_NUM_THREADS), and 2 processes x 1 thread under ``torchrun`` (gloo; each
-rank gets 16 rows of every global batch). tokens/s = tokens of all ranks / rank 0's loop
-time, from the final checkpoint; ratio against 1 process x 1 thread. On a 2-core machine
-both 2-way configurations use every core.
+Scaling (``--no-scaling`` to skip): the same maskpolicy run over processes and threads
+(``process_scaling.py``). The settings both parts share are in ``loop_workload.py``.
 
     python -m maskpolicy.benchmarks.trainer_baseline --steps 400 --out runs/trainer_baseline [--repeats 3]
 
@@ -56,71 +52,26 @@ machine, thread counts, the command). ``maskpolicy bench --suite perf`` runs it 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 
+from .loop_workload import (BATCH_SIZE, DEFAULT, LEARNING_RATE, MAX_LENGTH, MODEL, TASK, WARMUP_RATIO,
+                            WEIGHT_DECAY, Workload, corpus, loop_state, pretrain_config)
+from .process_scaling import SCALING, scaling
 from .report import write_suite
 
-TASK = "synthetic:birthplace"
-MODEL = "tiny"
-BATCH_SIZE = 32
-MAX_LENGTH = 64
-LEARNING_RATE = 1e-3
-WEIGHT_DECAY = 0.01
-WARMUP_RATIO = 0.06
 EVAL_ROWS = 256  # corpus rows of the fixed masked batches both final models are scored on
 EVAL_MASK_SEED = 1234
 WARMUP_STEPS = 2  # one untimed run per side first: imports, allocator and thread pools warmed
 MP, HF = "maskpolicy pretrain (policy random)", "HF Trainer + DataCollatorForLanguageModeling"
-SCALING = (("1 process x 1 thread", 1, 1), ("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1))
 HEADER = ["measure", "variant", "value", "unit", "ratio", "reference"]
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What both sides train on: the task's corpus, tokenised by ``tokenizer`` (a directory or
-    WordPiece vocab file; default: the WordPiece tokenizer ``pretrain`` builds from the task).
-    The vocabulary size decides how much the masked-position projection saves."""
-
-    task_options: dict = field(default_factory=dict)
-    tokenizer: str | None = None
-
-    def flags(self) -> list[str]:
-        out = [f for key, value in self.task_options.items() for f in ("--task-option", f"{key}={value}")]
-        return out + (["--tokenizer", self.tokenizer] if self.tokenizer else [])
-
-
-DEFAULT = Workload()
-
-
-def _config(out: str, steps: int, seed: int, workload: Workload):
-    from maskpolicy.train.config import PretrainConfig
-
-    return PretrainConfig(task=TASK, task_options=dict(workload.task_options), tokenizer=workload.tokenizer,
-                          policy="random", model=MODEL,
-                          steps=steps, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, learning_rate=LEARNING_RATE,
-                          weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, seed=seed, out=out, eval_every=0,
-                          save_every=0, evaluate=False, progress=False, overwrite=True, device="cpu")
-
-
-def corpus(seed: int = 0, workload: Workload = DEFAULT):
-    """(tokenizer, dataset) exactly as ``pretrain`` builds them for this task."""
-    from maskpolicy.train.data import corpus_dataset, load_task, resolve_tokenizer
-
-    config = _config("unused", 1, seed, workload)
-    task = load_task(config)
-    tokenizer = resolve_tokenizer(config, task)
-    return tokenizer, corpus_dataset(tokenizer, task, MAX_LENGTH)
 
 
 def fixed_eval_batches(tokenizer, dataset, rows: int = EVAL_ROWS) -> list[dict]:
@@ -146,22 +97,14 @@ def fixed_batch_loss(model, batches: list[dict]) -> float:
     return total / count
 
 
-def _loop_state(out: str) -> dict:
-    """The final checkpoint's trainer state of a maskpolicy run: loop seconds measured before
-    that checkpoint was written, and the tokens of every process."""
-    from maskpolicy.train.checkpoint import latest_checkpoint, read_state
-
-    return read_state(latest_checkpoint(os.path.join(out, "checkpoints")))
-
-
 def run_maskpolicy(out: str, steps: int, batches: list[dict], seed: int = 0, workload: Workload = DEFAULT) -> dict:
     """One in-process ``pretrain`` run; its loop time, tokens and final fixed-batch loss."""
     from transformers import BertForMaskedLM
 
     from maskpolicy.train.pretrain import pretrain
 
-    result = pretrain(_config(out, steps, seed, workload))
-    state = _loop_state(out)
+    result = pretrain(pretrain_config(out, steps, seed, workload))
+    state = loop_state(out)
     model = BertForMaskedLM.from_pretrained(os.path.join(out, "model"))
     seconds, tokens = float(state["train_seconds"]), int(state["tokens_seen"])
     return {"steps": int(result["steps"]), "seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds,
@@ -254,60 +197,6 @@ def side_by_side(out: str, steps: int, repeats: int, *, seed: int = 0, warmup: b
             "ratio_eval_loss": median["maskpolicy"]["eval_loss"] / median["hf"]["eval_loss"],
             "vocab_size": len(tokenizer), "corpus_rows": len(dataset), "eval_rows": min(EVAL_ROWS, len(dataset)),
             "eval_masked_tokens": sum(int((b["labels"] != -100).sum()) for b in batches)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scaling_command(out: str, steps: int, processes: int, seed: int = 0, workload: Workload = DEFAULT) -> list[str]:
-    """The command line of one scaling run (``torchrun`` for more than one process)."""
-    args = ["pretrain", "--task", TASK, "--model", MODEL, "--policy", "random", "--steps", str(steps),
-            "--batch-size", str(BATCH_SIZE), "--max-length", str(MAX_LENGTH), "--seed", str(seed),
-            "--eval-every", "0", "--save-every", "0", "--no-evaluate", "--quiet", "--cpu", "--out", out, "--overwrite"]
-    args += workload.flags()
-    if processes == 1:
-        return [sys.executable, "-m", "maskpolicy.cli", *args]
-    # torchrun as a module of this interpreter: no dependence on where the script was installed.
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), "-m", "maskpolicy.cli", *args]
-
-
-def run_scaled(out: str, steps: int, processes: int, threads: int, seed: int = 0,
-               workload: Workload = DEFAULT) -> dict:
-    """One maskpolicy run in fresh process(es) with ``threads`` threads each."""
-    # Set before the interpreter starts: torch sizes its thread pool from these at import.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = scaling_command(out, steps, processes, seed, workload)
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-5:]
-        raise RuntimeError(f"scaling run ({processes} x {threads}) failed: " + " | ".join(tail))
-    with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
-        result = json.load(fh)
-    state = _loop_state(out)
-    seconds, tokens = float(state["train_seconds"]), int(state["tokens_seen"])
-    return {"processes": int(result["processes"]), "threads": threads, "steps": int(state["step"]), "seconds": seconds,
-            "tokens": tokens, "tokens_per_second": tokens / seconds,
-            "results_json_tokens_per_second": result["tokens_per_second"],
-            "subprocess_wall_seconds": time.perf_counter() - started, "command": " ".join(command)}
-
-
-def scaling(out: str, steps: int, repeats: int, *, seed: int = 0, workload: Workload = DEFAULT) -> dict:
-    """Each configuration ``repeats`` times, the order rotated every round; medians."""
-    runs: dict[str, list[dict]] = {name: [] for name, _, _ in SCALING}
-    for round_ in range(repeats):
-        shift = round_ % len(SCALING)
-        for name, processes, threads in SCALING[shift:] + SCALING[:shift]:
-            path = os.path.join(out, f"scaling_{processes}p{threads}t_{round_}")
-            runs[name].append(run_scaled(path, steps, processes, threads, seed, workload))
-    median = {name: statistics.median(r["tokens_per_second"] for r in rs) for name, rs in runs.items()}
-    base = median[SCALING[0][0]]
-    return {"steps": steps, "repeats": repeats, "runs": runs, "median_tokens_per_second": median,
-            "ratio_vs_1x1": {name: v / base for name, v in median.items()}}
 
 
 def measure(steps: int, repeats: int = 3, *, with_scaling: bool = True, seed: int = 0,

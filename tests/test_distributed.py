@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from maskpolicy.benchmarks.process_scaling import free_port
 from maskpolicy.policies.errors import ConfigError
 from maskpolicy.train.config import PretrainConfig
 from maskpolicy.train.pretrain import pretrain
@@ -24,12 +24,6 @@ RUN = ["pretrain", "--task", "synthetic:birthplace", "--task-option", "num_entit
 LOSS_TOLERANCE = 0.15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(args: list[str], processes: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if processes == 1:
@@ -37,7 +31,7 @@ def _run(args: list[str], processes: int) -> subprocess.CompletedProcess:
     else:
         # torchrun's own module: no dependence on where pip put the torchrun script.
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "maskpolicy.cli", *args]
+               "--master_port", str(free_port()), "-m", "maskpolicy.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

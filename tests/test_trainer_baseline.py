@@ -9,6 +9,7 @@ import math
 import pytest
 
 from maskpolicy.benchmarks import trainer_baseline as tb
+from maskpolicy.benchmarks.process_scaling import run_scaled
 
 STEPS = 3
 
@@ -50,7 +51,7 @@ def test_outputs_hold_the_table_and_every_raw_number(report):
 
 def test_two_processes_consume_the_global_batches_of_one(report, tmp_path):
     result, _ = report
-    run = tb.run_scaled(str(tmp_path / "two"), STEPS, processes=2, threads=1)
+    run = run_scaled(str(tmp_path / "two"), STEPS, processes=2, threads=1)
     assert run["processes"] == 2 and run["steps"] == STEPS
     # Each rank takes half of every global batch: together the tokens of the one-process run.
     assert run["tokens"] == result["data"]["side_by_side"]["runs"]["maskpolicy"][0]["tokens"]
