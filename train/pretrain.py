@@ -264,13 +264,13 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
             if micro % ga:
                 continue
             step += 1
-            loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # the mean over processes
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")  # this process's batch: no collective per step
             last = step == config.steps
             # eval_every = 0: only at the end, and not at all when evaluate is off (an LM
             # warm-up's score is nobody's result). Only the main process evaluates.
             if (config.eval_every and step % config.eval_every == 0) or (last and (config.eval_every or config.evaluate)):
+                loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # the mean over processes, recorded
                 if main:
                     lm = accelerator.unwrap_model(model)
                     metrics = evaluate_task(lm, tokenizer, task, max_length=config.max_length, quick=True)
