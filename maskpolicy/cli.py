@@ -3,6 +3,7 @@
     learn     (meta/)        learn a policy network: supervised labels or bilevel meta-gradients
     pretrain  (train/)       intermediate or general MLM pre-training with a policy, then evaluation
     evaluate  (train/)       evaluate a saved model on a task
+    finetune  (train/)       adapt a model to a task: full fine-tuning, head only, or a learned weight mask
     show      (policies/)    a policy's mask probabilities over a text or a task's passages (terminal, --png)
     pmi       (policies/)    build the n-gram PMI table the ``pmi`` policy uses
     bench     (benchmarks/)  run a suite and print its table
@@ -150,6 +151,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="results JSON (default: MODEL/eval_<task>.json)")
+    p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
+
+    p = sub.add_parser("finetune", help="adapt a model to a task: full fine-tuning, head only, or a weight mask")
+    _add_config(p)
+    _add_task(p, vocab_size=False)
+    p.add_argument("--model", help="masked-LM / encoder checkpoint dir (e.g. a pretrain run's out/model), an offline "
+                   f"model ({', '.join(SOURCES)}), or a hub name")
+    p.add_argument("--method", choices=["full", "head", "mask"], help="full: every weight trains (default); head: "
+                   "frozen body, trained head (linear probe); mask: frozen weights, a learned binary mask per task")
+    p.add_argument("--out", help="output directory (results.json; model/ for full, adapter/ for head and mask)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", "--lr", type=float, help="full fine-tuning (default 1e-4)")
+    p.add_argument("--head-learning-rate", "--head-lr", type=float, help="the head under head and mask (default 1e-3)")
+    p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--pattern", help="mask: regular expression over nn.Linear names (default: attention "
+                   "query/key/value/output and both feed-forward layers of every layer)")
+    p.add_argument("--tau", type=float, help="mask: threshold on the scores (default 0.01)")
+    p.add_argument("--initial-sparsity", type=float, help="mask: share of weights masked at the start (default 0.05)")
+    p.add_argument("--score-learning-rate", "--score-lr", type=float, help="mask: Adam on the scores (default 1e-3)")
+    p.add_argument("--frozen-head", action="store_false", dest="train_head", default=None,
+                   help="mask: keep the head as it starts (only the mask learns)")
+    p.add_argument("--bake", action="store_true", default=None, help="mask: also write OUT/baked/, an ordinary "
+                   "model directory with the mask applied (plain from_pretrained loads it)")
+    p.add_argument("--tokenizer", help="tokenizer dir (default: the model's)")
+    p.add_argument("--data-dir")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_false", dest="progress", default=None, help="no progress bars")
 
     p = sub.add_parser("show", help="show a policy's mask probabilities over a text")

@@ -84,6 +84,29 @@ def learn(args) -> int:
     return 0
 
 
+MASK_OPTIONS = ("pattern", "tau", "initial_sparsity", "init_width", "score_learning_rate", "train_head")
+
+
+def finetune(args) -> int:
+    from maskpolicy.train.finetune_run import FinetuneRunConfig, run_finetune
+
+    data = _merge(args)
+    for key in MASK_OPTIONS:
+        if key in data:
+            data.setdefault("mask", {})[key] = data.pop(key)
+    unknown = set(data) - set(FinetuneRunConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown finetune option(s): {', '.join(sorted(unknown))}")
+    config = FinetuneRunConfig(**data)
+    results = run_finetune(config)
+    extra = f", masked {results['masked_share']['overall']:.2%} of {results['masked_share']['masked_weights']:,} weights" \
+        if "masked_share" in results else ""
+    print(f"{results['task']['name']} / {config.method}: {_format_metrics(results['metrics'])}; "
+          f"{results['trainable_parameters']:,} trainable parameters, {results['bytes_stored_total']:,} bytes stored{extra}")
+    print(f"wrote {os.path.join(config.out, 'results.json')}")
+    return 0
+
+
 def _validation_lines(validation: dict) -> str:
     """What the downstream validation measured, one candidate per line, the kept one marked."""
     if "candidates" not in validation:

@@ -104,3 +104,47 @@ def unwritable_dir(tmp_path):
     locked.chmod(0o555)
     yield str(locked)
     locked.chmod(0o755)
+
+
+def _toy_examples(n: int, rng) -> list:
+    """Sentences of 6 filler words plus one sentiment word; the label says which kind."""
+    from maskpolicy.tasks.base import LabeledText
+
+    filler = [f"w{i}" for i in range(40)]
+    positive, negative = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+    out = []
+    for _ in range(n):
+        label = rng.random() < 0.5
+        words = rng.sample(filler, 6)
+        words.insert(rng.randrange(7), rng.choice(positive if label else negative))
+        out.append(LabeledText(" ".join(words), int(label)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_classification():
+    """(task, tokenizer): a two-class task decided by one keyword per sentence (400 train,
+    200 eval), learnable by a tiny model in seconds."""
+    from maskpolicy.tasks.base import Passage, Task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+
+    rng = random.Random(0)
+    train, evaluation = _toy_examples(400, rng), _toy_examples(200, rng)
+    task = Task("toy", "classification", corpus=[Passage(e.text) for e in train], train=train, eval=evaluation,
+                label_names=["neg", "pos"])
+    return task, tokenizer_for_task(task, vocab_size=200)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, toy_classification):
+    """A randomly initialised tiny BertForMaskedLM saved with the toy task's tokenizer."""
+    from accelerate.utils import set_seed
+
+    from maskpolicy.train.models import preset_model
+
+    _, tok = toy_classification
+    set_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-lm")
+    preset_model("tiny", len(tok), 64).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return str(directory)

@@ -36,7 +36,7 @@ def classifier_from_lm(lm, num_labels: int):
     return clf
 
 
-def _loader(tokenizer, examples, max_length, batch_size, shuffle, seed):
+def labelled_loader(tokenizer, examples, max_length, batch_size, shuffle, seed):
     data = encode_labeled(tokenizer, examples, max_length=max_length).select_columns(["input_ids", "labels"])
     pad = MaskingCollator(tokenizer).pad
 
@@ -58,8 +58,8 @@ def finetune_classifier(lm, tokenizer, task: Task, config: FinetuneConfig, *, ma
     device = next(lm.parameters()).device
     clf = classifier_from_lm(lm, num_labels).to(device)
     train = task.train[: config.max_train_examples] if config.max_train_examples else task.train
-    train_loader = _loader(tokenizer, train, max_length, config.batch_size, True, seed)
-    eval_loader = _loader(tokenizer, task.eval, max_length, 256, False, seed)
+    train_loader = labelled_loader(tokenizer, train, max_length, config.batch_size, True, seed)
+    eval_loader = labelled_loader(tokenizer, task.eval, max_length, 256, False, seed)
     steps = config.epochs * len(train_loader)
     optimizer = torch.optim.AdamW(clf.parameters(), lr=config.learning_rate, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
