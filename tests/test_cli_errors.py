@@ -41,7 +41,7 @@ def _fake_model_dir(path: Path) -> Path:
     (["pretrain", "--foo"], "maskpolicy: error: pretrain: unrecognized arguments: --foo"),
     (["pretrain", "--fill", "bad"], "maskpolicy: error: pretrain: argument --fill: invalid choice: 'bad'"),
     (["learn", "--meta-steps", "x"], "maskpolicy: error: learn: argument --meta-steps: invalid int value: 'x'"),
-    ([], "maskpolicy: error: missing subcommand: give one of pretrain, learn, evaluate, show, pmi, bench"),
+    ([], "maskpolicy: error: missing subcommand: give one of pretrain, learn, evaluate, finetune, show, pmi, bench"),
 ])
 def test_argparse_errors_are_one_line_with_the_subcommand(argv, expected, capsys):
     line = _one_error_line(capsys, main(argv))
