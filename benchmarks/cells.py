@@ -5,12 +5,13 @@ same digests of the directories it read (``input_digests``: a saved policy, a st
 model, a tokenizer, a classifier): a re-run of the suite reads it back instead of training
 again. A cell that raises is
 recorded as failed (``failed.json`` with the error) and the suite goes on; the next run of
-the suite tries it again. Two kinds:
+the suite tries it again. Kinds:
 
 - ``pretrain``: intermediate pre-training with a policy, then evaluation (``results.json``);
 - ``learn``: learning a policy network (``policy/`` + ``report.json``);
 - ``baseline``: no intermediate pre-training, the starting model evaluated as it is
-  (``results.json``, same format as ``pretrain``; the "none" row of a policy grid).
+  (``results.json``, same format as ``pretrain``; the "none" row of a policy grid);
+- ``finetune``: adapting a model to a task by a method (full / head / mask; ``results.json``).
 
 ``run_cells`` runs a list of cells in order, or in ``workers`` processes of one thread each
 (on 2 cores two one-thread workers finish about 1.3x more cells per minute than one
@@ -211,7 +212,29 @@ def learned_policies(tasks: list[str], method: str, seeds: list[int], root: str,
     jobs = [("learn", learn_config(task, method, seed, root, options, progress and workers <= 1)) for task, seed in keys]
     return dict(zip(keys, run_cells(jobs, workers)))
 
-_RUNNERS = {"pretrain": pretrain_cell, "learn": learn_cell, "baseline": baseline_cell}
+def finetune_cell(config) -> dict:
+    """``train.finetune_run`` for a ``FinetuneRunConfig`` (full / head / mask on a task);
+    reused when its config and its base model's files are unchanged."""
+    from maskpolicy.train.finetune_run import run_finetune
+
+    wanted = dataclasses.asdict(config)
+    digests = input_digests({"model": config.model})
+    path = os.path.join(config.out, "results.json")
+    done = _read(path)
+    if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
+            and done.get("input_digests") == digests):
+        return {"status": "done", "reused": True, **done}
+    try:
+        result = run_finetune(dataclasses.replace(config, overwrite=True, progress=False))
+    except Exception as err:  # noqa: BLE001
+        return _failure(config.out, wanted, err)
+    result["input_digests"] = digests
+    write_json_atomic(path, result)
+    _clear_failure(config.out)
+    return {"status": "done", "reused": False, **result}
+
+
+_RUNNERS = {"pretrain": pretrain_cell, "learn": learn_cell, "baseline": baseline_cell, "finetune": finetune_cell}
 
 
 def _run_one(job: tuple[str, object]) -> dict:

@@ -5,7 +5,9 @@
   curves, transfer matrix;
 - ``real`` (``real_suite.py``): WikiText-2 general pre-training, MR / SST-2 task-guided
   intermediate pre-training and fine-tuning, SQuAD-subset answer cloze;
-- ``perf`` (``perf_suite.py``): collator, policy-network, meta-step and pre-training speed.
+- ``perf`` (``perf_suite.py``): collator, policy-network, meta-step and pre-training speed;
+- ``weightmask`` (``weightmask_suite.py``): weight masking against full fine-tuning and a
+  trained head, bytes per task, serving memory, step time, interpolation.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -25,7 +27,7 @@ from maskpolicy.train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = ("quickstart", "synthetic", "real", "perf")
+SUITES = ("quickstart", "synthetic", "real", "perf", "weightmask")
 
 QUICKSTART = {
     "quickstart": dict(
@@ -38,7 +40,7 @@ QUICKSTART = {
 
 
 PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu", "pretrained", "pretrained-quick"),
-           "perf": ("full", "quick")}
+           "perf": ("full", "quick"), "weightmask": ("full", "quick")}
 
 
 def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, preset: str | None = None,
@@ -81,6 +83,12 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
 
         return run_real(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir,
                         transfer_seeds=transfer_seeds)
+    if suite == "weightmask":
+        if steps is not None:
+            raise ConfigError("--steps: the weightmask suite trains by epochs (--quick for the small preset)")
+        from .weightmask_suite import run_weightmask
+
+        return run_weightmask(out, preset=preset, seeds=seeds, workers=workers or 2, data_dir=data_dir)
     if suite == "perf":
         if seeds is not None or steps is not None:
             raise ConfigError("--seeds/--steps: the perf suite has fixed sizes (--quick for the small ones)")
