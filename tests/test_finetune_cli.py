@@ -152,3 +152,31 @@ def test_adapter_of_another_base_is_refused_by_the_loader(three_methods, tmp_pat
             (tmp_path / "other" / name).write_bytes(open(os.path.join(tiny_lm_dir, name), "rb").read())
     with pytest.raises(ArtifactError, match="another base model"):
         load_adapted(str(three_methods / "mask" / "adapter"), base=str(tmp_path / "other"))
+
+
+def test_corpus_task_has_nothing_to_adapt_to():
+    from maskpolicy.policies.errors import ConfigError
+    from maskpolicy.tasks.base import Passage, Task
+    from maskpolicy.train.models import preset_model
+    from maskpolicy.train.task_models import build_task_model
+
+    corpus = Task("plain", "corpus", corpus=[Passage("some text")])
+    with pytest.raises(ConfigError, match="need a classification or cloze task"):
+        build_task_model(preset_model("tiny", 100, 32), corpus)
+
+
+def test_options_from_a_config_file(toy_dir, tiny_lm_dir, tmp_path, capsys):
+    config = tmp_path / "mask.yaml"
+    config.write_text(f"task: {toy_dir}\nmodel: {tiny_lm_dir}\nmethod: mask\nepochs: 1\nmax_length: 32\n"
+                      "mask:\n  tau: 0.02\n  initial_sparsity: 0.2\n  train_head: false\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["finetune", "--config", str(config), "--out", str(out), "--initial-sparsity", "0.1", "--quiet"]) == 0
+    results = _results(out)
+    assert results["config"]["mask"]["tau"] == 0.02 and results["config"]["mask"]["train_head"] is False
+    assert results["config"]["mask"]["initial_sparsity"] == 0.1  # the flag overrides the file
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["tau"] == 0.02 and adapter["method"] == "mask"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"task: {toy_dir}\nmodel: {tiny_lm_dir}\nmethod: mask\nmask:\n  temperature: 3\n", encoding="utf-8")
+    assert "unknown weight mask option(s): temperature" in _one_error_line(
+        capsys, main(["finetune", "--config", str(bad), "--out", str(tmp_path / "o2")]))
