@@ -37,8 +37,16 @@ def _comparable(config: dict) -> dict:
     since a cell was written while they hold their default."""
     ignored = {"progress", "overwrite", "resume"}
     defaults = {"mixed_precision": "no"}
-    return json.loads(json.dumps({k: v for k, v in config.items()
-                                  if k not in ignored and not (k in defaults and v == defaults[k])}))
+    nested_defaults = {("supervised", "classifier", "max_train_examples"): None}
+    config = json.loads(json.dumps({k: v for k, v in config.items()
+                                    if k not in ignored and not (k in defaults and v == defaults[k])}))
+    for path, default in nested_defaults.items():
+        inner = config
+        for key in path[:-1]:
+            inner = inner.get(key) if isinstance(inner, dict) else None
+        if isinstance(inner, dict) and path[-1] in inner and inner[path[-1]] == default:
+            del inner[path[-1]]
+    return config
 
 
 def _read(path: str) -> dict | None:

@@ -79,7 +79,7 @@ PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_ste
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
               "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
-              "classifier": {"epochs": 2, "learning_rate": 1e-4},
+              "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"]}
 PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
@@ -87,7 +87,7 @@ PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds":
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
                     "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 300},
-                    "classifier": {"epochs": 1, "learning_rate": 1e-4},
+                    "classifier": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "selective": {"max_examples": 200}, "squad_policies": ["random", "salient_span"]}
 PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU, "pretrained": PRETRAINED, "pretrained-quick": PRETRAINED_QUICK}
 

@@ -192,9 +192,10 @@ class ClassifierConfig:
     batch_size: int = 32
     learning_rate: float = 5e-4
     seed: int = 0
+    max_train_examples: int | None = None  # the first N training examples only (a pretrained model's time)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size") + (("max_train_examples",) if self.max_train_examples is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"classifier: {name} must be a positive int, got {value!r}")
@@ -213,6 +214,7 @@ def fit_classifier(tokenizer, examples: list[LabeledText], num_labels: int, conf
     config = config or ClassifierConfig()
     if not examples:
         raise DataError("cannot fine-tune a classifier without labelled examples")
+    examples = examples[: config.max_train_examples] if config.max_train_examples else examples
     torch.manual_seed(config.seed)
     lm = (preset_model(config.model, vocab_size=len(tokenizer), max_length=max_length,
                        pad_token_id=tokenizer.pad_token_id or 0)

@@ -231,3 +231,25 @@ def test_quickstart_records_the_command_that_reproduces_it(tmp_path):
     command = json.loads((out / "results.json").read_text())["command"]
     assert command == f"maskpolicy bench --suite quickstart --policies random,salient_span --steps 4 --seed 1 --out {out}"
     assert f"`{command}`" in (out / "table.md").read_text()
+
+
+def test_cells_written_before_an_option_existed_stay_valid():
+    """A learn cell recorded before ``classifier.max_train_examples`` existed compares equal
+    to the same cell with the option at its default (None), and unequal with a value."""
+    from maskpolicy.benchmarks.cells import _comparable
+
+    old = {"task": "mr", "supervised": {"classifier": {"epochs": 2, "learning_rate": 1e-4}}, "progress": True}
+    new = {"task": "mr", "supervised": {"classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": None}}}
+    assert _comparable(old) == _comparable(new)
+    new["supervised"]["classifier"]["max_train_examples"] = 3000
+    assert _comparable(old) != _comparable(new)
+
+
+def test_classifier_uses_only_the_first_examples(tokenizer):
+    from maskpolicy.meta.selective import ClassifierConfig, fit_classifier
+    from maskpolicy.tasks.base import LabeledText
+
+    examples = [LabeledText("a b c", 0), LabeledText("d e f", 1)] + [LabeledText("x y", 9)] * 5  # label 9: out of range
+    fit_classifier(tokenizer, examples, 2, ClassifierConfig(epochs=1, max_train_examples=2), max_length=16)
+    with pytest.raises(IndexError, match="out of bounds"):
+        fit_classifier(tokenizer, examples, 2, ClassifierConfig(epochs=1), max_length=16)  # reaches label 9
