@@ -38,6 +38,7 @@ def _comparable(config: dict) -> dict:
     ignored = {"progress", "overwrite", "resume"}
     defaults = {"mixed_precision": "no"}
     nested_defaults = {("supervised", "classifier", "max_train_examples"): None}
+    removed = [("mask", "head_learning_rate")]  # options since removed (unused), whatever their value
     config = json.loads(json.dumps({k: v for k, v in config.items()
                                     if k not in ignored and not (k in defaults and v == defaults[k])}))
     for path, default in nested_defaults.items():
@@ -46,6 +47,9 @@ def _comparable(config: dict) -> dict:
             inner = inner.get(key) if isinstance(inner, dict) else None
         if isinstance(inner, dict) and path[-1] in inner and inner[path[-1]] == default:
             del inner[path[-1]]
+    for outer, key in removed:
+        if isinstance(config.get(outer), dict):
+            config[outer].pop(key, None)
     return config
 
 

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "query/key/value/output and both feed-forward layers of every layer)")
     p.add_argument("--tau", type=float, help="mask: threshold on the scores (default 0.01)")
     p.add_argument("--initial-sparsity", type=float, help="mask: share of weights masked at the start (default 0.05)")
-    p.add_argument("--score-learning-rate", "--score-lr", type=float, help="mask: Adam on the scores (default 1e-3)")
+    p.add_argument("--score-learning-rate", "--score-lr", type=float, help="mask: Adam on the scores (default 1e-4)")
     p.add_argument("--frozen-head", action="store_false", dest="train_head", default=None,
                    help="mask: keep the head as it starts (only the mask learns)")
     p.add_argument("--bake", action="store_true", default=None, help="mask: also write OUT/baked/, an ordinary "

@@ -253,3 +253,11 @@ def test_classifier_uses_only_the_first_examples(tokenizer):
     fit_classifier(tokenizer, examples, 2, ClassifierConfig(epochs=1, max_train_examples=2), max_length=16)
     with pytest.raises(IndexError, match="out of bounds"):
         fit_classifier(tokenizer, examples, 2, ClassifierConfig(epochs=1), max_length=16)  # reaches label 9
+
+
+def test_removed_options_do_not_make_cells_stale():
+    from maskpolicy.benchmarks.cells import _comparable
+
+    old = {"task": "mr", "mask": {"tau": 0.01, "head_learning_rate": 1e-3}}
+    assert _comparable(old) == _comparable({"task": "mr", "mask": {"tau": 0.01}})
+    assert _comparable(old) != _comparable({"task": "mr", "mask": {"tau": 0.02}})

@@ -90,7 +90,7 @@ def test_pattern_matching_no_layer_is_refused(lm):
 @pytest.mark.parametrize("options, message", [
     ({"tau": 0}, "tau"), ({"tau": 1.5}, "tau"), ({"initial_sparsity": 1}, "initial_sparsity"),
     ({"initial_sparsity": -0.1}, "initial_sparsity"), ({"score_learning_rate": 0}, "score_learning_rate"),
-    ({"head_learning_rate": 2}, "head_learning_rate"), ({"pattern": "("}, "not a regular expression"),
+    ({"score_learning_rate": 2}, "score_learning_rate"), ({"pattern": "("}, "not a regular expression"),
     ({"pattern": ""}, "non-empty"), ({"init_width": 0}, "init_width"), ({"tau": "x"}, "tau")])
 def test_bad_mask_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
