@@ -287,3 +287,26 @@ def test_interpolation_endpoints_are_the_two_models(lm, trained, toy_classificat
     assert rows[0]["score"] == evaluate_task_model(masked, tok, task, max_length=32)["accuracy"]
     assert rows[-1]["score"] == evaluate_task_model(full, tok, task, max_length=32)["accuracy"]
     assert masked_layers(masked.model)  # the masked model itself was left parametrised
+
+
+def test_a_masked_seq2seq_model_still_generates_and_saves_like_its_baked_copy(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from maskpolicy.train.weightmask import baked_copy
+
+    torch.manual_seed(0)
+    bart = BartForConditionalGeneration(BartConfig(vocab_size=60, d_model=32, encoder_layers=1, decoder_layers=1,
+                                                   encoder_attention_heads=2, decoder_attention_heads=2,
+                                                   encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))
+    attach_score_masks(bart, WeightMaskConfig(initial_sparsity=0.3), seed=0)
+    bart.eval()
+    assert type(bart).__name__ == "BartForConditionalGeneration"  # the class is unchanged
+    x = torch.randint(4, 60, (2, 9))
+    with torch.no_grad():
+        masked_out = bart.generate(input_ids=x, max_new_tokens=6, num_beams=2, do_sample=False)
+    baked = baked_copy(bart)
+    baked.save_pretrained(tmp_path / "baked")
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "baked").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded.generate(input_ids=x, max_new_tokens=6, num_beams=2, do_sample=False), masked_out)
+        assert torch.equal(reloaded(input_ids=x, decoder_input_ids=x).logits, bart(input_ids=x, decoder_input_ids=x).logits)
