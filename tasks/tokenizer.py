@@ -160,3 +160,23 @@ def tokenizer_for_task(task: Task, vocab_size: int = 8000) -> PreTrainedTokenize
     each answer is one token.
     """
     return build_tokenizer(task.texts_for_tokenizer(), vocab_size=vocab_size, lowercase=False)
+
+
+SENTINEL_COUNT = 100  # as T5: more than the spans of any sequence at a 15% budget and 512 tokens
+
+
+def with_sentinels(tokenizer, count: int = SENTINEL_COUNT):
+    """The tokenizer with sentinel tokens ``<extra_id_0>`` ... ``<extra_id_{count-1}>`` (T5's
+    names) added as special tokens after the existing ids, which keep their meaning: what
+    seq2seq span corruption with sentinels needs (``policies.seq2seq_collator``). Changes
+    ``tokenizer`` in place and returns it; sentinels it already has are not added twice. A
+    model's embeddings must then cover ``len(tokenizer)`` ids."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"the number of sentinel tokens must be a positive integer, got {count!r}")
+    wanted = [f"<extra_id_{i}>" for i in range(count)]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in wanted if t not in vocab]
+    if missing:
+        present = [str(t) for t in getattr(tokenizer, "additional_special_tokens", None) or []]
+        tokenizer.add_special_tokens({"additional_special_tokens": present + missing})  # keeps the present ones
+    return tokenizer

@@ -129,3 +129,24 @@ def test_bad_input(tokenizer, sentences):
     feats = [few(t) for t in sentences[:4]]
     with pytest.raises(ConfigError, match="only 1 sentinel tokens"):
         Seq2SeqMaskingCollator(few, "random", mlm_probability=0.5, seed=0)(feats)
+
+
+def test_maskpolicy_tokenizers_get_sentinels_after_their_ids(sentences, tmp_path):
+    from transformers import AutoTokenizer
+
+    from maskpolicy.tasks.tokenizer import with_sentinels
+
+    tok = build_test_tokenizer(sentences)
+    before = dict(tok.get_vocab())
+    with_sentinels(tok, 10)
+    assert len(tok) == len(before) + 10 and all(tok.get_vocab()[t] == i for t, i in before.items())
+    assert sentinel_ids(tok) == list(range(len(before), len(before) + 10))
+    with_sentinels(tok, 12)  # only the two missing ones are added
+    assert len(tok) == len(before) + 12
+    assert tok("a <extra_id_3> b")["input_ids"][2] == sentinel_ids(tok)[3]  # one special token in raw text
+    tok.save_pretrained(tmp_path)
+    assert sentinel_ids(AutoTokenizer.from_pretrained(tmp_path)) == sentinel_ids(tok)
+    out = Seq2SeqMaskingCollator(tok, "random", seed=0)([tok(t) for t in sentences[:4]])  # sentinels by default
+    assert set(out["labels"][:, 0].tolist()) == {sentinel_ids(tok)[0]}
+    with pytest.raises(ConfigError, match="positive integer"):
+        with_sentinels(tok, 0)
