@@ -73,7 +73,7 @@ def policy_overhead_rows(tokenizer, repeats: int, model_name: str = "mini", leng
     """Training step with ``random`` vs with a learned policy network (interleaved medians)."""
     from maskpolicy.policies import LearnedPolicy, Masker, MaskingConfig, get_policy
     from maskpolicy.train.models import preset_model
-    from maskpolicy.train.pretrain import masked_lm_loss
+    from maskpolicy.train.head import masked_lm_loss
 
     torch.manual_seed(0)
     model = preset_model(model_name, len(tokenizer), length, tokenizer.pad_token_id or 0)

@@ -79,13 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     # Not required=True: Parser.parse_args names the subcommands when none is given.
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
-    p = sub.add_parser("pretrain", help="pre-train a masked LM on a task corpus with a masking policy, then evaluate")
+    p = sub.add_parser("pretrain", help="pre-train a masked LM (or a seq2seq model) on a task corpus with a masking "
+                       "policy, then evaluate")
     _add_config(p)
     _add_task(p)
     p.add_argument("--policy", help="policy name or a saved policy directory")
     p.add_argument("--policy-option", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
     p.add_argument("--model", help="size preset (tiny, mini, small, base), an offline pretrained model "
                    f"({', '.join(SOURCES)}), or a masked-LM / encoder checkpoint dir / hub name")
+    p.add_argument("--arch", choices=["mlm", "seq2seq"], help="mlm: a masked LM (default); seq2seq: an encoder-"
+                   "decoder (BART presets tiny / mini, or a BART / T5 checkpoint) denoising span-corrupted text")
+    p.add_argument("--output", choices=["spans", "full"], help="seq2seq: the decoder target, the masked spans "
+                   "(default) or the full sentence")
     p.add_argument("--head-warmup-steps", type=int, help="a checkpoint without an MLM head: steps that train only "
                    "the new head, body frozen, on the run's corpus before pre-training (default "
                    f"{DEFAULT_HEAD_WARMUP_STEPS} when the head is new; 0 = none)")

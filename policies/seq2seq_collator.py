@@ -106,11 +106,23 @@ class Seq2SeqMaskingCollator:
     def __call__(self, features: Sequence, return_tensors: str | None = None) -> dict:
         fmt = check_format(return_tensors or self.return_tensors)
         batch = collate(features, self.padding, skip=("labels", "decoder_input_ids"))
-        tokens = batch.tokens
+        out = self.corrupt(batch.tokens, self.generator)
+        for key, values in batch.examples.items():
+            out[key] = stack_examples(key, values, fmt)
+        if fmt == "np":
+            out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+            out.update({k: np.asarray(v) for k, v in batch.texts.items()})
+        return out
+
+    def corrupt(self, tokens: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict:
+        """A padded batch (``input_ids``, ``attention_mask`` [B, T] and policy extras, on any
+        device) -> encoder ``input_ids`` / ``attention_mask``, ``labels`` (and
+        ``decoder_input_ids`` with a model), on the same device. The training loop calls
+        this on the device; ``__call__`` on examples."""
         ids, attention = tokens["input_ids"], tokens["attention_mask"]  # [B, T]
         extras = {k: v for k, v in tokens.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
         if ids.shape[1]:
-            mask, _ = self.masker.select(ids, attention, self.generator, **extras)  # [B, T] bool
+            mask, _ = self.masker.select(ids, attention, generator, **extras)  # [B, T] bool
         else:
             mask = torch.zeros_like(ids, dtype=torch.bool)
         encoder_rows, target_rows = [], []
@@ -126,12 +138,7 @@ class Seq2SeqMaskingCollator:
                "labels": self._pad(target_rows, self.label_pad_token_id)}
         if self.model is not None and hasattr(self.model, "prepare_decoder_input_ids_from_labels"):
             out["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=out["labels"])
-        for key, values in batch.examples.items():
-            out[key] = stack_examples(key, values, fmt)
-        if fmt == "np":
-            out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
-            out.update({k: np.asarray(v) for k, v in batch.texts.items()})
-        return out
+        return {k: v.to(ids.device) for k, v in out.items()}
 
     def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
         """[B, L] on the tokenizer's padding side, L a multiple of ``pad_to_multiple_of``."""

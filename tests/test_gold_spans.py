@@ -89,12 +89,12 @@ def test_matching_keys_find_every_span_without_a_warning(tmp_path):
 
 
 def test_pretrain_refuses_the_oracle_without_any_gold_span_before_training(tmp_path, capsys, monkeypatch):
-    import maskpolicy.train.pretrain as train_pretrain
+    import maskpolicy.train.objectives as objectives
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built: the check must come before training")
 
-    monkeypatch.setattr(train_pretrain, "preset_model", no_model)
+    monkeypatch.setattr(objectives, "preset_model", no_model)
     task_dir = write_task(tmp_path, {"dravik": "Dravik", "tamsin": "Tamsin", "olmeth": "Olmeth", "isk": "Isk"})
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="have no gold span"):

@@ -52,7 +52,7 @@ def _one_error_line(capsys, *needles: str) -> str:
 
 def _no_model(monkeypatch):
     """Fail the test if a model gets built: the refusal must come before any work."""
-    import maskpolicy.train.pretrain as mod
+    import maskpolicy.train.objectives as mod
 
     monkeypatch.setattr(mod, "preset_model", lambda *a, **k: pytest.fail("built a model before refusing"))
 

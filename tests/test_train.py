@@ -179,7 +179,7 @@ def test_gold_spans_beat_random_on_the_synthetic_world(tmp_path):
 def test_masked_lm_loss_gathers_the_head_and_equals_the_models_own_loss():
     from transformers import BertConfig, BertForMaskedLM
 
-    from maskpolicy.train.pretrain import masked_lm_loss
+    from maskpolicy.train.head import masked_lm_loss
 
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

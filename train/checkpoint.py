@@ -30,7 +30,7 @@ STATE_FILE = "trainer_state.json"
 # Options that decide what a run computes: a resumed run must have the same ones, or its
 # results.json would describe a run that never happened. (Evaluation, logging, checkpoint
 # cadence and the output location may change between segments.)
-RUN_DEFINING = ("task", "task_options", "policy", "policy_options", "model", "model_options",
+RUN_DEFINING = ("task", "task_options", "policy", "policy_options", "model", "model_options", "arch", "output",
                 "tokenizer", "vocab_size", "steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
                 "weight_decay", "warmup_ratio", "max_length", "seed", "masking", "mixed_precision",
                 "head_warmup_steps", "head_warmup_lr")

@@ -34,6 +34,10 @@ class PretrainConfig:
     policy: str = "random"
     policy_options: dict = field(default_factory=dict)
     model: str = "tiny"  # size preset (tiny, mini, base) or a masked-LM checkpoint (dir or hub name)
+    # mlm: a masked LM (BERT-style); seq2seq: an encoder-decoder (BART presets tiny / mini, or
+    # a BART / T5 checkpoint) trained to denoise span-corrupted text (train/objectives.py)
+    arch: str = "mlm"
+    output: str | None = None  # seq2seq: the decoder target, "spans" (default) or "full"
     model_options: dict = field(default_factory=dict)  # BertConfig overrides for a preset (e.g. hidden_dropout_prob)
     # A checkpoint without an MLM head (an encoder): steps that train only the new head,
     # body frozen, before pre-training (None: train/head_warmup.DEFAULT_STEPS when anything
@@ -103,6 +107,16 @@ class PretrainConfig:
             raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"device must be 'auto' or 'cpu', got {self.device!r}")
+        if self.arch not in ("mlm", "seq2seq"):
+            raise ConfigError(f"arch must be 'mlm' or 'seq2seq', got {self.arch!r}")
+        if self.output is not None and self.arch != "seq2seq":
+            raise ConfigError("--output sets the decoder target of seq2seq pre-training: it needs --arch seq2seq")
+        if self.output not in (None, "spans", "full"):
+            raise ConfigError(f"unknown output format {self.output!r}; choose 'spans' (the masked spans) or 'full' "
+                              f"(the whole sentence)")
+        if self.arch == "seq2seq" and self.probe_every:
+            raise ConfigError("probe_every: downstream probes fine-tune a classifier from a masked LM; "
+                              "they are not available with --arch seq2seq")
         for name in ("policy_options", "task_options", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping")

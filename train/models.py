@@ -111,6 +111,21 @@ def load_masked_lm(name_or_path: str):
     return load_masked_lm_reporting(name_or_path)[0]
 
 
+def _refuse_encoder_decoder(name_or_path: str, given: str) -> None:
+    """``AutoModelForMaskedLM`` maps BART to its seq2seq class: say that it is one instead."""
+    if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        return  # a hub name: transformers decides (offline it fails with its own message)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except Exception:  # noqa: BLE001 - a broken config is reported by the load that follows
+        return
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(f"model {given!r} is an encoder-decoder ({config.model_type}) model; masked-LM "
+                          f"pre-training needs an encoder; use --arch seq2seq for it")
+
+
 def load_masked_lm_reporting(name_or_path: str) -> tuple[object, LoadReport]:
     """``load_masked_lm`` and what was newly initialised. An encoder checkpoint without an MLM
     head (a sentence encoder, a classifier's body) loads with a new head; a checkpoint whose
@@ -121,6 +136,7 @@ def load_masked_lm_reporting(name_or_path: str) -> tuple[object, LoadReport]:
         check_model_dir(name_or_path, tokenizer=False)  # the tokenizer may come from --tokenizer
     elif _looks_local(name_or_path):
         raise ArtifactError(f"model directory not found: {name_or_path}")
+    _refuse_encoder_decoder(name_or_path, given)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # transformers' load report table: the run states it in one line instead
     try:

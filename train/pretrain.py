@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from maskpolicy.policies import Masker, MaskingCollator
+from maskpolicy.policies import MaskingCollator
 from maskpolicy.policies.errors import ArtifactError, ConfigError
 
 from .checkpoint import (latest_checkpoint, load_checkpoint, read_state, resume_differences, save_checkpoint,
@@ -42,11 +42,10 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, read_state, resume_
 from .config import PretrainConfig
 from .data import (build_policy, corpus_dataset, load_task, policy_run_info, resolve_tokenizer,
                    save_built_pmi_table)
-from .evaluate import evaluate_task
-from .head import masked_lm_loss
 from .head_warmup import DEFAULT_STEPS as DEFAULT_HEAD_WARMUP_STEPS
 from .head_warmup import warm_up_head
-from .models import LoadReport, check_model_tokenizer, is_preset, load_masked_lm_reporting, preset_model
+from .models import LoadReport, check_model_tokenizer
+from .objectives import objective_for
 from .progress import library_progress_bars
 from .run_dir import RunLock, check_run_dir, clean_run_dir
 
@@ -125,19 +124,13 @@ def _accelerator(config: PretrainConfig) -> Accelerator:
     return accelerator
 
 
-def _build_model(config: PretrainConfig, tokenizer) -> tuple[object, LoadReport]:
-    """The model and what of it was newly initialised (a preset: nothing to warm up, its
-    whole body is new and trains from the start)."""
-    if is_preset(config.model):
-        return preset_model(config.model, len(tokenizer), config.max_length, tokenizer.pad_token_id,
-                            **config.model_options), LoadReport()
-    return load_masked_lm_reporting(config.model)
-
-
 def _head_warmup(config: PretrainConfig, model, report: LoadReport, dataset, tokenizer, accelerator) -> dict:
     """Warm up what the checkpoint lacked (``head_warmup.py``), saying what that is."""
     if not report.new_parameters:
         return {"steps": 0, "trained": []}
+    if config.arch != "mlm":  # a seq2seq checkpoint missing weights: said, not warmed up
+        accelerator.print(f"{config.model}: newly initialised (not in the checkpoint): {report.summary(model)}")
+        return {"steps": 0, "trained": [], "new_parameters": report.new_parameters}
     steps = DEFAULT_HEAD_WARMUP_STEPS if config.head_warmup_steps is None else config.head_warmup_steps
     accelerator.print(f"{config.model}: newly initialised (not in the checkpoint): {report.summary(model)}; "
                       + (f"warming them up for {steps} steps with the body frozen" if steps else
@@ -197,7 +190,8 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     tokenizer = resolve_tokenizer(config, task)
     dataset = corpus_dataset(tokenizer, task, config.max_length)
     policy = build_policy(config, tokenizer, task, dataset)
-    model, load_report = _build_model(config, tokenizer)
+    objective = objective_for(config, policy, tokenizer)
+    model, load_report = objective.build_model(tokenizer)
     check_model_tokenizer(model, tokenizer, config.max_length, config.model)
     if main:
         if not locks:
@@ -219,13 +213,12 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     policy.to(accelerator.device).eval()
-    masker = Masker(policy, config.masking)
-    head = accelerator.unwrap_model(model).get_output_embeddings()
+    objective.attach(accelerator.unwrap_model(model))
 
     step, history = 0, []
     # Totals over every segment of a resumed run: time and tokens of the finished steps.
     prior_seconds, prior_tokens = 0.0, 0
-    probing = bool(config.probe_every) and task.kind == "classification"
+    probing = bool(config.probe_every) and task.kind == "classification" and config.arch == "mlm"
     if resume_from:
         load_checkpoint(accelerator, resume_from)
         step, history = int(state["step"]), list(state["history"])
@@ -251,8 +244,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
             generator = torch.Generator().manual_seed(_micro_seed(config.seed, micro, rank))
             torch.manual_seed(_micro_seed(config.seed + 1, micro, rank))  # dropout
             with accelerator.accumulate(model):
-                masked = masker(batch, generator=generator)
-                loss = masked_lm_loss(model, masked, head)
+                loss = objective.loss(model, batch, generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -273,7 +265,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
                 loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # the mean over processes, recorded
                 if main:
                     lm = accelerator.unwrap_model(model)
-                    metrics = evaluate_task(lm, tokenizer, task, max_length=config.max_length, quick=True)
+                    metrics = objective.evaluate(lm, tokenizer, task, quick=True)
                     if probing and (step % config.probe_every == 0 or last):
                         metrics["probe_accuracy"] = downstream_probe(lm, tokenizer, task, config)
                     history.append({"step": step, "loss": round(loss_value, 5),
@@ -313,8 +305,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
                "train_seconds": round(train_seconds, 2),
                "tokens_per_second": round(total_tokens / train_seconds, 1) if train_seconds > 0 and total_tokens else None}
     if config.evaluate:
-        results["metrics"] = evaluate_task(lm, tokenizer, task, max_length=config.max_length,
-                                           finetune=config.finetune, seed=config.seed, progress=config.progress)
+        results["metrics"] = objective.evaluate(lm, tokenizer, task, quick=False, progress=config.progress)
     results["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(os.path.join(out, RESULTS_FILE), results)
     accelerator.wait_for_everyone()
