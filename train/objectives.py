@@ -77,9 +77,21 @@ class Seq2SeqObjective:
         from .seq2seq_evaluate import denoising_metrics
 
         held_out = task.eval_corpus or task.corpus[: max(1, min(512, len(task.corpus) // 10))]
-        metrics = denoising_metrics(model, tokenizer, held_out, output=self.collator.output,
-                                    max_length=self.config.max_length)
-        return {**metrics, "score": metrics["denoise_accuracy"]}
+        config = self.config
+        metrics = denoising_metrics(model, tokenizer, held_out, output=self.collator.output, max_length=config.max_length)
+        metrics["score"] = metrics["denoise_accuracy"]
+        if quick or task.kind != "cloze":
+            return metrics
+        # Closed-book QA by generation: fine-tuned on the training questions (``finetune``
+        # sizes), answers generated for the evaluation questions.
+        from .generation_qa import QAConfig, evaluate_generation_qa
+
+        tune = config.finetune
+        qa = evaluate_generation_qa(model, tokenizer, task.train, task.eval,
+                                    QAConfig(epochs=tune.epochs, batch_size=tune.batch_size,
+                                             learning_rate=tune.learning_rate, max_train_examples=tune.max_train_examples),
+                                    max_length=config.max_length, seed=config.seed, progress=progress)
+        return {**metrics, **qa, "score": qa["qa_em"]}
 
 
 OBJECTIVES = {"mlm": MaskedLMObjective, "seq2seq": Seq2SeqObjective}
