@@ -36,7 +36,7 @@ def _comparable(config: dict) -> dict:
     progress bars and how the output directory is taken do not count, nor options added
     since a cell was written while they hold their default."""
     ignored = {"progress", "overwrite", "resume"}
-    defaults = {"mixed_precision": "no", "arch": "mlm", "output": None}
+    defaults = {"mixed_precision": "no", "arch": "mlm", "output": None, "qa": None}
     nested_defaults = {("supervised", "classifier", "max_train_examples"): None}
     removed = [("mask", "head_learning_rate")]  # options since removed (unused), whatever their value
     config = json.loads(json.dumps({k: v for k, v in config.items()

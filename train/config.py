@@ -29,6 +29,27 @@ class FinetuneConfig:
 
 
 @dataclass
+class QAConfig:
+    """Closed-book QA by generation (seq2seq runs on cloze tasks; ``generation_qa.py``):
+    fine-tuning on the training questions, then greedy and beam-search answers."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    max_new_tokens: int = 16  # the generation limit: longer answers are counted and reported
+    num_beams: int = 4
+    max_train_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_new_tokens", "num_beams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"qa {name} must be a positive integer, got {value!r}")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"qa learning_rate must be in (0, 1), got {self.learning_rate!r}")
+
+
+@dataclass
 class PretrainConfig:
     task: str = "synthetic:birthplace"
     policy: str = "random"
@@ -70,6 +91,7 @@ class PretrainConfig:
     # the history, a downstream compute curve (0 = off; costs one fine-tuning per probe).
     probe_every: int = 0
     probe: FinetuneConfig | None = None
+    qa: QAConfig | None = None  # seq2seq on cloze tasks: QA by generation (None: QAConfig's defaults)
     progress: bool = True
     device: str = "auto"  # auto | cpu
     mixed_precision: str = "no"  # no | bf16 | fp16, passed to accelerate (bf16 works on CPU; fp16 needs a GPU)
@@ -81,6 +103,8 @@ class PretrainConfig:
             self.finetune = config_from_dict(FinetuneConfig, self.finetune, "finetune")
         if isinstance(self.probe, dict):
             self.probe = config_from_dict(FinetuneConfig, self.probe, "probe")
+        if isinstance(self.qa, dict):
+            self.qa = config_from_dict(QAConfig, self.qa, "qa")
         if self.probe_every and self.eval_every and self.probe_every % self.eval_every:
             raise ConfigError(f"probe_every ({self.probe_every}) must be a multiple of eval_every ({self.eval_every}): "
                               "probes are recorded with the periodic evaluations")

@@ -14,7 +14,6 @@ import copy
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -24,6 +23,8 @@ from transformers import get_linear_schedule_with_warmup
 from maskpolicy.policies.errors import ConfigError, DataError
 from maskpolicy.policies.seq2seq_collator import sentinel_ids
 from maskpolicy.tasks.base import BLANK, ClozeQuestion
+
+from .config import QAConfig
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -50,24 +51,6 @@ def token_f1(prediction: str, answers: list[str]) -> float:
         return 2 * precision * recall / (precision + recall)
 
     return max((f1(prediction, a) for a in answers), default=0.0)
-
-
-@dataclass
-class QAConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 5e-4
-    max_new_tokens: int = 16  # the generation limit: longer answers are counted and reported
-    num_beams: int = 4
-    max_train_examples: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_new_tokens", "num_beams"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"qa {name} must be a positive integer, got {value!r}")
-        if not 0 < self.learning_rate < 1:
-            raise ConfigError(f"qa learning_rate must be in (0, 1), got {self.learning_rate!r}")
 
 
 def question_text(question: ClozeQuestion, tokenizer) -> str:

@@ -82,15 +82,12 @@ class Seq2SeqObjective:
         metrics["score"] = metrics["denoise_accuracy"]
         if quick or task.kind != "cloze":
             return metrics
-        # Closed-book QA by generation: fine-tuned on the training questions (``finetune``
-        # sizes), answers generated for the evaluation questions.
-        from .generation_qa import QAConfig, evaluate_generation_qa
+        # Closed-book QA by generation: fine-tuned on the training questions, answers
+        # generated for the evaluation questions (``PretrainConfig.qa``).
+        from .generation_qa import evaluate_generation_qa
 
-        tune = config.finetune
-        qa = evaluate_generation_qa(model, tokenizer, task.train, task.eval,
-                                    QAConfig(epochs=tune.epochs, batch_size=tune.batch_size,
-                                             learning_rate=tune.learning_rate, max_train_examples=tune.max_train_examples),
-                                    max_length=config.max_length, seed=config.seed, progress=progress)
+        qa = evaluate_generation_qa(model, tokenizer, task.train, task.eval, config.qa, max_length=config.max_length,
+                                    seed=config.seed, progress=progress)
         return {**metrics, **qa, "score": qa["qa_em"]}
 
 
