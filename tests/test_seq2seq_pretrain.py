@@ -89,3 +89,20 @@ def test_bad_seq2seq_options(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_policy_learned_for_the_encoder_drives_seq2seq_pretraining(tmp_path):
+    from maskpolicy.meta.learn import LearnConfig, learn
+
+    policy = tmp_path / "policy"
+    learn(LearnConfig.from_dict({"task": "synthetic:birthplace", "task_options": {"num_entities": 16}, "method": "supervised",
+                                 "vocab_size": 400, "max_length": 32, "progress": False, "supervised": {"epochs": 3},
+                                 "validate": {"enabled": False}, "out": str(policy)}))
+    results = pretrain(PretrainConfig(policy=str(policy), output="spans", out=str(tmp_path / "run"), **SMALL))
+    assert results["policy"]["name"] == "learned" and results["steps"] == 12
+    # Another tokenizer (another vocabulary size): the policy refuses it, before any step.
+    from maskpolicy.policies.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="was trained with another tokenizer"):
+        pretrain(PretrainConfig(policy=str(policy), out=str(tmp_path / "other"), **{**SMALL, "vocab_size": 350}))
+    assert not (tmp_path / "other" / "results.json").exists()
