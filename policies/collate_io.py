@@ -47,6 +47,25 @@ class Collated:
     bare: bool = False  # the examples were bare id sequences, not dicts
 
 
+class WorkerGenerators:
+    """One seeded ``torch.Generator`` per DataLoader worker: worker k draws from seed + k + 1,
+    the main process from seed, so workers never share a stream. None without a seed."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._worker: int | None = None
+
+    def current(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else -1
+        if self._generator is None or self._worker != worker:
+            self._generator, self._worker = torch.Generator().manual_seed(self.seed + worker + 1), worker
+        return self._generator
+
+
 def check_format(return_tensors: str) -> str:
     if return_tensors not in FORMATS:
         raise ConfigError(f"return_tensors must be 'pt' or 'np' (TensorFlow is not supported), got {return_tensors!r}")

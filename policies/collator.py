@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .base import MaskingPolicy
-from .collate_io import Collated, Padding, check_format, collate, stack_examples, word_ids_from_offsets
+from .collate_io import Collated, Padding, WorkerGenerators, check_format, collate, stack_examples, word_ids_from_offsets
 from .corruption import CorruptionConfig
 from .errors import ConfigError
 from .heuristics.whole_word import WholeWordPolicy
@@ -126,8 +126,7 @@ class MaskingCollator:
             self.masker = Masker(self.policy, self.config, allow_empty_rows=True)
         elif policy != "random" or policy_options:
             raise ConfigError("mlm=False makes causal-LM labels; a masking policy has no effect there")
-        self._generator: torch.Generator | None = None
-        self._generator_worker: int | None = None
+        self._generators = WorkerGenerators(seed)
 
     # ---- padding ---------------------------------------------------------------------
     @property
@@ -146,14 +145,7 @@ class MaskingCollator:
     @property
     def generator(self) -> torch.Generator | None:
         """Seeded generator; each DataLoader worker gets its own stream (seed + worker id + 1)."""
-        if self.seed is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
-        if self._generator is None or self._generator_worker != worker:
-            self._generator = torch.Generator().manual_seed(self.seed + worker + 1)
-            self._generator_worker = worker
-        return self._generator
+        return self._generators.current()
 
     def __call__(self, features: Sequence, return_tensors: str | None = None) -> dict:
         fmt = check_format(return_tensors or self.return_tensors)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .base import MaskingPolicy
-from .collate_io import Padding, check_format, collate, stack_examples
+from .collate_io import Padding, WorkerGenerators, check_format, collate, stack_examples
 from .errors import ConfigError
 from .masker import Masker, MaskingConfig
 from .registry import get_policy
@@ -82,17 +82,12 @@ class Seq2SeqMaskingCollator:
         self.masker = Masker(self.policy, MaskingConfig(rate=mlm_probability, mask_replace_prob=1.0,
                                                         random_replace_prob=0.0, deterministic=deterministic,
                                                         fill=fill), allow_empty_rows=True)
-        self._generator: torch.Generator | None = None
+        self._generators = WorkerGenerators(seed)
 
     @property
     def generator(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
-        if self._generator is None or getattr(self, "_worker", None) != worker:
-            self._generator, self._worker = torch.Generator().manual_seed(self.seed + worker + 1), worker
-        return self._generator
+        """Seeded generator; each DataLoader worker gets its own stream (seed + worker id + 1)."""
+        return self._generators.current()
 
     @property
     def padding(self) -> Padding:
