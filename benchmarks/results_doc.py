@@ -24,8 +24,9 @@ HEADER = """# Benchmark results
 
 Produced by `maskpolicy bench` (see the README's Benchmarks section) and assembled by
 `python -m maskpolicy.benchmarks.results_doc`; every table below is a suite's `table.md` as written,
-with the command, wall time and machine that produced it. Models are small and start from
-a configuration: no pre-trained weights are available offline.
+with the command, wall time and machine that produced it. Models start from a
+configuration (tiny, mini) or, where a section says so, from the offline pretrained
+all-MiniLM-L6-v2 (`minilm-l6`).
 """
 
 
