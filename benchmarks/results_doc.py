@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 
 from maskpolicy.policies.errors import DataError
 from maskpolicy.train.checkpoint import write_text_atomic
@@ -39,10 +40,17 @@ def section(run_dir: str) -> str:
         results = json.load(fh)
     with open(table_path, encoding="utf-8") as fh:
         table = fh.read().strip()
-    # Demote the suite's own headings by one level under this document's title.
-    lines = [("#" + line) if line.startswith("#") else line for line in table.splitlines()]
+    # Demote the suite's own headings by one level under this document's title; plots stay
+    # in the run directory (named, not embedded: the PNGs are not part of the repository).
+    lines = [("#" + line) if line.startswith("#") else _plot_reference(line, run_dir) for line in table.splitlines()]
     lines.insert(1, f"\n*{results.get('date', '?')}, {results.get('machine', '?')}*")
     return "\n".join(lines)
+
+
+def _plot_reference(line: str, run_dir: str) -> str:
+    match = re.fullmatch(r"!\[[^\]]*\]\(([^)]+\.png)\)", line.strip())
+    return f"(plot: `{os.path.join(os.path.basename(os.path.normpath(run_dir)), match.group(1))}` in the run directory)" \
+        if match else line
 
 
 def existing_sections(path: str) -> dict[str, str]:
