@@ -224,6 +224,11 @@ def learned_policies(tasks: list[str], method: str, seeds: list[int], root: str,
     jobs = [("learn", learn_config(task, method, seed, root, options, progress and workers <= 1)) for task, seed in keys]
     return dict(zip(keys, run_cells(jobs, workers)))
 
+# 2: the seed initialises the new head (before, the head's initialisation followed whatever
+# the process had drawn before it); cells of version 1 are run again.
+FINETUNE_CELL_VERSION = 2
+
+
 def finetune_cell(config) -> dict:
     """``train.finetune_run`` for a ``FinetuneRunConfig`` (full / head / mask on a task);
     reused when its config and its base model's files are unchanged."""
@@ -234,13 +239,14 @@ def finetune_cell(config) -> dict:
     path = os.path.join(config.out, "results.json")
     done = _read(path)
     if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
-            and done.get("input_digests") == digests):
+            and done.get("input_digests") == digests and done.get("cell_version") == FINETUNE_CELL_VERSION):
         return {"status": "done", "reused": True, **done}
     try:
         result = run_finetune(dataclasses.replace(config, overwrite=True, progress=False))
     except Exception as err:  # noqa: BLE001
         return _failure(config.out, wanted, err)
     result["input_digests"] = digests
+    result["cell_version"] = FINETUNE_CELL_VERSION
     write_json_atomic(path, result)
     _clear_failure(config.out)
     return {"status": "done", "reused": False, **result}

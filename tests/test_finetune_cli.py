@@ -180,3 +180,17 @@ def test_options_from_a_config_file(toy_dir, tiny_lm_dir, tmp_path, capsys):
     bad.write_text(f"task: {toy_dir}\nmodel: {tiny_lm_dir}\nmethod: mask\nmask:\n  temperature: 3\n", encoding="utf-8")
     assert "unknown weight mask option(s): temperature" in _one_error_line(
         capsys, main(["finetune", "--config", str(bad), "--out", str(tmp_path / "o2")]))
+
+
+def test_the_seed_decides_the_new_head_whatever_the_process_drew_before(toy_dir, tiny_lm_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    heads = []
+    for i, seed in enumerate([3, 3, 4]):
+        torch.rand(100 + i)  # different draws before each run
+        out = tmp_path / f"run{i}"
+        assert main(["finetune", "--task", toy_dir, "--model", tiny_lm_dir, "--method", "head", "--seed", str(seed),
+                     "--out", str(out), "--epochs", "1", "--max-length", "32", "--quiet"]) == 0
+        heads.append(load_file(out / "adapter" / "head.safetensors"))
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert not torch.equal(heads[0]["classifier.weight"], heads[2]["classifier.weight"])

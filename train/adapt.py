@@ -9,7 +9,6 @@ warm-up (10%) and decay, as ``finetune.finetune_classifier``.
 from __future__ import annotations
 
 import torch
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -98,7 +97,3 @@ def evaluate_task_model(task_model: TaskModel, tokenizer, task: Task, *, max_len
         return {"accuracy": accuracy, "score": accuracy, "num_eval": len(task.eval)}
     metrics = cloze_metrics(task_model.model, tokenizer, task.eval, max_length)
     return {**metrics, "score": metrics["cloze_em"], "num_eval": len(task.eval)}
-
-
-def seeded(seed: int) -> None:
-    set_seed(seed)

@@ -15,8 +15,7 @@ import copy
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+from transformers import AutoModelForSequenceClassification
 
 from maskpolicy.policies import MaskingCollator
 from maskpolicy.policies.errors import DataError
@@ -51,36 +50,21 @@ def labelled_loader(tokenizer, examples, max_length, batch_size, shuffle, seed):
 
 def finetune_classifier(lm, tokenizer, task: Task, config: FinetuneConfig, *, max_length: int = 128,
                         seed: int = 0, progress: bool = False) -> dict:
+    """Full fine-tuning of a classifier from ``lm`` (the ``full`` method of ``methods.py``
+    through the loop of ``adapt.py``), then accuracy on the evaluation split."""
+    from .adapt import classification_accuracy, train_task_model  # adapt builds on this module
+    from .methods import FullFinetuning
+    from .task_models import build_task_model
+
     if not task.train or not task.eval:
         raise DataError(f"task {task.name} needs labelled train and eval examples for fine-tuning")
     set_seed(seed)
-    num_labels = max(len(task.label_names), 1 + max(ex.label for ex in task.train + task.eval))
-    device = next(lm.parameters()).device
-    clf = classifier_from_lm(lm, num_labels).to(device)
+    task_model = build_task_model(lm, task, fingerprint=False)  # stores nothing: no fingerprint
+    task_model.model.to(next(lm.parameters()).device)
     train = task.train[: config.max_train_examples] if config.max_train_examples else task.train
-    train_loader = labelled_loader(tokenizer, train, max_length, config.batch_size, True, seed)
-    eval_loader = labelled_loader(tokenizer, task.eval, max_length, 256, False, seed)
-    steps = config.epochs * len(train_loader)
-    optimizer = torch.optim.AdamW(clf.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    clf.train()
-    bar = tqdm(total=steps, desc="fine-tune", disable=not progress, leave=False)
-    for _ in range(config.epochs):
-        for batch in train_loader:
-            loss = clf(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    clf.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for batch in eval_loader:
-            pred = clf(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits.argmax(-1)
-            correct += int((pred.cpu() == batch["labels"]).sum())
-            total += len(pred)
-    return {"accuracy": correct / total, "num_eval": total, "finetune_steps": steps}
+    loader = labelled_loader(tokenizer, train, max_length, config.batch_size, True, seed)
+    groups = FullFinetuning().prepare(task_model, learning_rate=config.learning_rate, head_learning_rate=0.0,
+                                      mask=None, seed=seed)
+    steps = len(train_task_model(task_model, groups, loader, epochs=config.epochs, progress=progress))
+    accuracy = classification_accuracy(task_model.model, tokenizer, task.eval, max_length=max_length)
+    return {"accuracy": accuracy, "num_eval": len(task.eval), "finetune_steps": steps}

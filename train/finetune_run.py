@@ -14,17 +14,19 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
+from accelerate.utils import set_seed
+
 from maskpolicy.policies.atomic import save_directory_atomic, write_json_atomic
 from maskpolicy.policies.errors import ArtifactError, ConfigError
 from maskpolicy.policies.paths import check_output_dir
 from maskpolicy.tasks.registry import get_task
 
-from .adapt import evaluate_task_model, seeded, train_loader, train_task_model
+from .adapt import evaluate_task_model, train_loader, train_task_model
 from .methods import METHODS, get_method, trainable_parameters
 from .models import check_model_tokenizer, load_masked_lm_reporting, load_tokenizer
 from .progress import library_progress_bars
 from .run_dir import RunLock
-from .sources import is_offline_source, resolve_model
+from .sources import is_offline_source
 from .task_models import TaskModel, build_task_model, num_labels_of
 from .weightmask import WeightMaskConfig, baked_copy
 
@@ -113,13 +115,13 @@ def run_finetune(config: FinetuneRunConfig) -> dict:
     with library_progress_bars(config.progress):
         task = get_task(config.task, data_dir=config.data_dir, **config.task_options)
         lm, report, tokenizer = load_base(config.model, config.tokenizer, config.max_length)
+        set_seed(config.seed)  # before the new head is initialised: the seed decides it
         task_model = build_task_model(lm, task)
         del lm
         new_head = sorted(set(report.new_parameters) & set(task_model.head))
         if task_model.kind == "cloze" and new_head and config.method == "mask" and not config.mask.train_head:
             raise ConfigError(f"model {config.model!r} has no trained MLM head ({new_head[0]} ... are new) and the "
                               f"method trains none: the cloze answers would come from a random head")
-        seeded(config.seed)
         groups = method.prepare(task_model, learning_rate=config.learning_rate, head_learning_rate=config.head_learning_rate,
                                 mask=config.mask, seed=config.seed)
         loader = train_loader(task_model, tokenizer, task, max_length=config.max_length, batch_size=config.batch_size,

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import os
 
-import torch
-
+from maskpolicy.policies.atomic import save_directory_atomic
 from maskpolicy.policies.errors import ConfigError
 
 from .task_models import TaskModel
-from .weightmask import WeightMaskConfig, attach_score_masks, masked_layers, masked_share, save_adapter
+from .weightmask import WeightMaskConfig, attach_score_masks, masked_share, save_adapter
 
 FULL_WEIGHT_DECAY = 0.01  # as fine-tuning elsewhere in the project (finetune.py)
+
+
+def head_group(task_model: TaskModel, learning_rate: float) -> dict:
+    """Make the head's parameters trainable; their optimizer group."""
+    params = dict(task_model.model.named_parameters())
+    head = [params[name] for name in task_model.head]
+    for p in head:
+        p.requires_grad_(True)
+    return {"params": head, "lr": learning_rate, "weight_decay": FULL_WEIGHT_DECAY}
 
 
 class FullFinetuning:
@@ -36,8 +44,6 @@ class FullFinetuning:
 
     def save(self, task_model: TaskModel, directory: str, *, tokenizer, base_model: str, task: dict,
              mask: WeightMaskConfig) -> dict:
-        from maskpolicy.policies.atomic import save_directory_atomic
-
         def write(tmp: str) -> None:
             task_model.model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -55,13 +61,9 @@ class HeadOnly:
 
     def prepare(self, task_model: TaskModel, *, learning_rate: float, head_learning_rate: float,
                 mask: WeightMaskConfig, seed: int) -> list[dict]:
-        head = set(task_model.head)
-        trained = []
-        for name, p in task_model.model.named_parameters():
-            p.requires_grad_(name in head)
-            if name in head:
-                trained.append(p)
-        return [{"params": trained, "lr": head_learning_rate, "weight_decay": FULL_WEIGHT_DECAY}]
+        for p in task_model.model.parameters():
+            p.requires_grad_(False)
+        return [head_group(task_model, head_learning_rate)]
 
     def save(self, task_model: TaskModel, directory: str, *, tokenizer, base_model: str, task: dict,
              mask: WeightMaskConfig) -> dict:
@@ -79,18 +81,15 @@ class WeightMasking:
         model = task_model.model
         for p in model.parameters():
             p.requires_grad_(False)
-        scores = [m.scores for m in attach_score_masks(model, mask, seed=seed).values()]
-        head_params = dict(model.named_parameters())
+        masks = attach_score_masks(model, mask, seed=seed)
         for name in task_model.head:
-            if any(name.startswith(layer + ".") for layer in masked_layers(model)):
+            if any(name.startswith(layer + ".") for layer in masks):
                 raise ConfigError(f"the weight-mask pattern matches the head layer of {name}; "
                                   f"narrow the pattern to the body")
-        groups = [{"params": scores, "lr": mask.score_learning_rate, "weight_decay": 0.0}]  # decay would push scores under tau
+        # No weight decay on the scores: it would push them under tau.
+        groups = [{"params": [m.scores for m in masks.values()], "lr": mask.score_learning_rate, "weight_decay": 0.0}]
         if mask.train_head:
-            head = [head_params[name] for name in task_model.head]
-            for p in head:
-                p.requires_grad_(True)
-            groups.append({"params": head, "lr": head_learning_rate, "weight_decay": FULL_WEIGHT_DECAY})
+            groups.append(head_group(task_model, head_learning_rate))
         return groups
 
     def save(self, task_model: TaskModel, directory: str, *, tokenizer, base_model: str, task: dict,

@@ -53,12 +53,13 @@ def num_labels_of(task: Task) -> int:
     return max(len(task.label_names), 1 + max(ex.label for ex in task.train + task.eval))
 
 
-def build_task_model(lm: nn.Module, task: Task, *, num_labels: int | None = None) -> TaskModel:
-    """The model to adapt for ``task`` (the LM itself is not modified)."""
+def build_task_model(lm: nn.Module, task: Task, *, num_labels: int | None = None, fingerprint: bool = True) -> TaskModel:
+    """The model to adapt for ``task`` (the LM itself is not modified). ``fingerprint``:
+    hash the body (needed for artifacts; a probe that stores nothing skips it)."""
     if task.kind not in ADAPTABLE_KINDS:
         raise ConfigError(f"task {task.name} is a {task.kind} task: fine-tuning and weight masking need a "
                           f"classification or cloze task (labelled examples or questions)")
-    fingerprint = base_fingerprint(lm)
+    fingerprint = base_fingerprint(lm) if fingerprint else ""
     prefix = lm.base_model_prefix
     if task.kind == "classification":
         model = classifier_from_lm(lm, num_labels or num_labels_of(task))
