@@ -111,19 +111,23 @@ class _Problem:
         device, dtype = model_device(lm), model_dtype(lm)
         self.lm, self.config = lm, config
         self.inner, self.outer = to_device(inner, device), to_device(outer, device)
-        labels = self.inner["labels"] if "labels" in self.inner else None
-        if labels is None or "labels" not in self.outer:
+        if "labels" not in self.inner or "labels" not in self.outer:
             raise DataError("inner and outer batches need 'labels' (-100 where a position is not a candidate)")
-        if tuple(weights.shape) != tuple(labels.shape):
-            raise DataError(f"weights shape {tuple(weights.shape)} != inner labels shape {tuple(labels.shape)}")
+        # The positions w weighs: the labelled tokens, or a seq2seq batch's weight_positions.
+        positions = self.inner["weight_positions"] if "weight_positions" in self.inner else self.inner["labels"]
+        if tuple(weights.shape) != tuple(positions.shape):
+            raise DataError(f"weights shape {tuple(weights.shape)} != inner labels shape {tuple(positions.shape)}")
         self.mask, self.n_in = labelled(self.inner, "inner")  # [B, T] bool, N
         _, self.n_out = labelled(self.outer, "outer")
         self.w_dtype, self.w_device = weights.dtype, weights.device
         self.w = weights.detach().to(device=device, dtype=dtype)  # [B, T] in the model's dtype
         self.u = None  # [B, T] input-mask amounts (context side), or None
         if input_mask is not None:
-            if tuple(input_mask.shape) != tuple(labels.shape):
-                raise DataError(f"input_mask shape {tuple(input_mask.shape)} != inner labels shape {tuple(labels.shape)}")
+            if "weight_positions" in self.inner:
+                raise ConfigError("the context side (input_mask) is defined for masked LMs only: a seq2seq "
+                                  "inner batch replaces each masked span by one marker, there is no soft form")
+            if tuple(input_mask.shape) != tuple(positions.shape):
+                raise DataError(f"input_mask shape {tuple(input_mask.shape)} != inner labels shape {tuple(positions.shape)}")
             if self.inner.get("mask_token_id") is None:
                 raise DataError("an input_mask needs the inner batch's 'mask_token_id'")
             self.u = input_mask.detach().to(device=device, dtype=dtype)

@@ -1,6 +1,7 @@
 """The inner problem of a meta-step: weighted MLM loss, parameter selection, optimizer steps.
 
-Shapes used throughout: a batch is a dict of ``input_ids``, ``attention_mask`` (and optionally
+Shapes used throughout (a masked LM; ``seq2seq_inner.py`` gives the encoder-decoder form,
+whose per-token losses come back in the same [B, T] positions): a batch is a dict of ``input_ids``, ``attention_mask`` (and optionally
 ``token_type_ids``) and ``labels``, all [B, T]; ``labels`` is -100 where a position is not a
 candidate. Per-token weights ``w`` are [B, T] floats; only labelled positions matter.
 
@@ -29,6 +30,8 @@ from torch.func import functional_call
 
 from maskpolicy.policies.errors import ArtifactError, ConfigError, DataError
 from maskpolicy.train.head import projection_at
+
+from .seq2seq_inner import is_encoder_decoder, seq2seq_per_token_loss
 
 OPTIMIZERS = ("sgd", "adam")
 IGNORE_INDEX = -100
@@ -142,6 +145,8 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
     """
     if "labels" not in batch:
         raise DataError("batch has no 'labels' (-100 where a position is not a candidate)")
+    if is_encoder_decoder(lm):  # decoder CE, scattered back to the original positions
+        return seq2seq_per_token_loss(lm, params, batch)
     labels = batch["labels"]  # [B, T]
     mask = labels != IGNORE_INDEX  # [B, T]
     kwargs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
@@ -164,8 +169,10 @@ def per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:
 
 
 def labelled(batch: dict, what: str) -> tuple[torch.Tensor, int]:
-    """(mask [B, T] bool of labelled positions, their count); DataError if there are none."""
-    mask = batch["labels"] != IGNORE_INDEX
+    """(mask [B, T] bool of labelled positions, their count); DataError if there are none.
+    A seq2seq inner batch names them (``weight_positions``: the candidates in the original
+    passage); elsewhere they are where ``labels`` is not -100."""
+    mask = batch["weight_positions"].bool() if "weight_positions" in batch else batch["labels"] != IGNORE_INDEX
     count = int(mask.sum())
     if count == 0:
         raise DataError(f"the {what} batch has no labelled positions (labels are all -100)")

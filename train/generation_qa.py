@@ -61,7 +61,9 @@ def question_text(question: ClozeQuestion, tokenizer) -> str:
     return question.text.replace(BLANK, marker)
 
 
-def _encode(tokenizer, questions: list[ClozeQuestion], max_length: int) -> list[dict]:
+def encode_qa(tokenizer, questions: list[ClozeQuestion], max_length: int) -> list[dict]:
+    """``{"input_ids": question, "labels": answer}`` rows (unpadded): what QA fine-tuning and
+    the seq2seq meta-step's outer loss train on."""
     sources = tokenizer([question_text(q, tokenizer) for q in questions], truncation=True, max_length=max_length)
     targets = tokenizer([q.answers[0] for q in questions], truncation=True, max_length=max_length)
     return [{"input_ids": s, "labels": t} for s, t in zip(sources["input_ids"], targets["input_ids"])]
@@ -81,7 +83,7 @@ def finetune_qa(model, tokenizer, questions: list[ClozeQuestion], config: QAConf
         raise DataError("closed-book QA needs training questions to fine-tune on")
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
-    rows = _encode(tokenizer, questions[: config.max_train_examples] if config.max_train_examples else questions,
+    rows = encode_qa(tokenizer, questions[: config.max_train_examples] if config.max_train_examples else questions,
                    max_length)
     pad = tokenizer.pad_token_id
 
