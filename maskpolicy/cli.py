@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, help="K differentiable inner steps (meta)")
     p.add_argument("--inner-lr", type=float, help="inner learning rate (meta)")
     p.add_argument("--model", help="LM for meta: preset (briefly pre-trained first) or checkpoint dir")
+    p.add_argument("--arch", choices=["mlm", "seq2seq"], help="the LM meta-steps differentiate through and validation "
+                   "pre-trains: a masked LM (default) or an encoder-decoder (BART preset or seq2seq checkpoint)")
+    p.add_argument("--output", choices=["spans", "full"], help="seq2seq: the decoder target (default spans)")
     p.add_argument("--tokenizer", help="tokenizer of the models the policy will drive (default: --model's "
                    "when a checkpoint, else built from --task)")
     p.add_argument("--classifier", help="supervised, classification task: masked LM fine-tuned as the importance "

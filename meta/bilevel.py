@@ -7,7 +7,10 @@ One meta-step:
 2. explore: a random ``explore_rate`` of the inner tokens become candidates ([MASK] in the
    input, labelled); the policy's probabilities on them are the soft mask weights ``w``;
 3. hypergradient ``g = dL_out(phi_K(w)) / dw`` [B, T] from one of the backends in
-   ``hypergrad.py`` (K differentiable inner MLM steps, then the cloze loss);
+   ``hypergrad.py`` (K differentiable inner MLM steps, then the cloze loss). With an
+   encoder-decoder LM (BART, T5) the inner steps are denoising steps on the explored spans
+   (``output`` "spans" or "full") and the outer loss is the answer's CE given the question
+   (``seq2seq_inner.py``);
    With ``context`` the candidates are masked softly in the input (``input_mask``, exactly
    [MASK] at the candidates), and ``g`` also holds the context side ``dL_out/du``: what
    hiding each candidate from the other tokens' inputs does downstream;
@@ -35,6 +38,7 @@ from maskpolicy.tasks.base import Task
 from maskpolicy.tasks.features import encode_cloze, encode_passages
 
 from .hypergrad import InnerConfig, hypergradient, prepare_for_meta
+from .seq2seq_inner import is_encoder_decoder, seq2seq_inner_batch, seq2seq_outer_batch
 from .targets import TARGET_RULES, balanced_weights, distill_targets, otsu_split  # noqa: F401  (otsu_split: re-export)
 
 
@@ -54,6 +58,9 @@ class MetaConfig:
     neutral_target: float | None = None  # three_way: target of neutral candidates (None = rate)
     split_margin: float = 0.5  # three_way: helpful = -g >= margin x the Otsu split of the helpful -g
     balance: bool = False  # up-weight positives (negatives/positives, at most 20) so that p >= 0.5 on them
+    output: str = "spans"  # seq2seq inner models: the decoder target, "spans" or "full" (seq2seq_inner.py)
+    outer: str = "cloze"  # seq2seq: the outer loss reads the questions as denoising ("cloze") or as
+    #   question -> answer pairs ("qa"); see seq2seq_inner.seq2seq_outer_batch
     context: bool = False  # g also holds the context side: what hiding a candidate from the input does
     #   (on the dense world ~1/50 of the loss side with the warmed LM: the same policies came out)
     rate: float = 0.15  # the budget the policy is used with (distillation targets)
@@ -78,6 +85,10 @@ class MetaConfig:
             raise ConfigError(f"co_train must be mlm, inner or none, got {self.co_train!r}")
         if self.objective not in ("distill", "chain"):
             raise ConfigError(f"objective must be distill or chain, got {self.objective!r}")
+        if self.output not in ("spans", "full"):
+            raise ConfigError(f"unknown output format {self.output!r}; choose 'spans' or 'full'")
+        if self.outer not in ("cloze", "qa"):
+            raise ConfigError(f"unknown outer form {self.outer!r}; choose 'cloze' or 'qa'")
         if self.targets not in TARGET_RULES:
             raise ConfigError(f"targets must be one of {', '.join(TARGET_RULES)}, got {self.targets!r}")
         if not 0.0 < self.split_margin <= 1.0:
@@ -106,18 +117,24 @@ class PairedBatches:
         self.passages_by_key: dict[str, list[int]] = {}
         for i, key in enumerate(passages["key"]):
             self.passages_by_key.setdefault(key, []).append(i)
-        self.questions = [q for q in questions if q["key"] in self.passages_by_key]
+        # (encoded row, question): the seq2seq outer batch is made from the question itself.
+        self.questions = [(row, q) for row, q in zip(questions, task.train) if row["key"] in self.passages_by_key]
         if not self.questions:
             raise DataError(f"task {task.name}: no training question shares a key with a corpus passage; "
                             "meta-learning pairs questions with the passages about the same thing")
-        self.passages = passages
+        self.passages, self.tokenizer, self.max_length = passages, tokenizer, max_length
         self.rng = random.Random(seed)
 
-    def sample(self, n: int) -> tuple[dict, dict]:
+    def sample(self, n: int, lm=None, output: str = "spans", form: str = "cloze") -> tuple[dict, dict]:
+        """(inner passages, outer questions); with an encoder-decoder ``lm`` the outer batch
+        is question -> answer generation (``seq2seq_inner.seq2seq_outer_batch``)."""
         chosen = self.rng.sample(self.questions, min(n, len(self.questions)))
-        rows = [i for q in chosen for i in self.passages_by_key[q["key"]]]
+        rows = [i for q, _ in chosen for i in self.passages_by_key[q["key"]]]
         inner = self.pad([{"input_ids": self.passages[i]["input_ids"]} for i in rows])
-        outer = self.pad([{"input_ids": q["input_ids"], "labels": q["labels"]} for q in chosen])
+        if lm is not None and is_encoder_decoder(lm):
+            return inner, seq2seq_outer_batch(self.tokenizer, [q for _, q in chosen], self.max_length, lm,
+                                              form=form, output=output)
+        outer = self.pad([{"input_ids": q["input_ids"], "labels": q["labels"]} for q, _ in chosen])
         return inner, outer
 
 
@@ -141,6 +158,10 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
 
     ``snapshot_at``: meta-steps after which a copy of the policy's weights is kept, returned
     as ``report["snapshots"] = {step: state_dict}`` (not JSON: the caller pops it)."""
+    seq2seq = is_encoder_decoder(lm)
+    if seq2seq and config.context:
+        raise ConfigError("context=True is defined for masked LMs only; a seq2seq inner model hides each masked "
+                          "span behind one marker (set context: false)")
     torch.manual_seed(config.seed)
     prepare_for_meta(lm)
     batches = PairedBatches(task, tokenizer, config.max_length, config.seed)
@@ -151,15 +172,23 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / config.meta_steps))
     lm_optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr) if config.co_train == "mlm" else None
     lm_masker = Masker(policy, MaskingConfig(rate=config.rate))
+    if seq2seq:  # co_train="mlm" for a seq2seq model: a denoising step on the policy's spans
+        from maskpolicy.policies.seq2seq_collator import Seq2SeqMaskingCollator
+
+        denoiser = Seq2SeqMaskingCollator(tokenizer, policy, output=config.output, mlm_probability=config.rate,
+                                          model=lm)
     history, skipped, snapshots = [], 0, {}
     bar = tqdm(range(1, config.meta_steps + 1), desc=f"meta ({config.backend})", disable=not progress)
     for step in bar:
-        inner, outer = batches.sample(config.outer_batch)
+        inner, outer = batches.sample(config.outer_batch, lm, config.output, config.outer)
         inner = explore(inner, policy, config.explore_rate, generator)
         policy.train()
         probs = policy(inner["original_ids"], inner["attention_mask"])  # [B, T], differentiable
         candidates = inner["labels"] != -100
         hyper_inner = {k: inner[k] for k in ("input_ids", "attention_mask", "labels")}
+        if seq2seq:  # each run of candidates one marker; the decoder reconstructs them
+            hyper_inner = seq2seq_inner_batch(inner["original_ids"], inner["attention_mask"], candidates, tokenizer,
+                                              config.output, lm=lm)
         if config.context:  # unmasked ids, masked softly: same forward, plus d/du
             hyper_inner.update(input_ids=inner["original_ids"], mask_token_id=policy.vocab.mask_id)
         try:
@@ -205,8 +234,8 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
                     params[name].copy_(value)
         elif config.co_train == "mlm":  # intermediate pre-training with the current policy
             policy.eval()
-            masked = lm_masker({"input_ids": inner["original_ids"], "attention_mask": inner["attention_mask"]},
-                               generator=generator)
+            passages = {"input_ids": inner["original_ids"], "attention_mask": inner["attention_mask"]}
+            masked = denoiser.corrupt(passages, generator) if seq2seq else lm_masker(passages, generator=generator)
             lm_optimizer.zero_grad()
             lm(**masked).loss.backward()
             lm_optimizer.step()

@@ -37,6 +37,9 @@ class LearnConfig:
     task_options: dict = field(default_factory=dict)
     policy_options: dict = field(default_factory=dict)  # LearnedPolicy options (embedding_dim, encoder, ...)
     model: str = "tiny"  # meta: LM preset (general-pre-trained for lm_warmup_steps) or a checkpoint dir
+    arch: str = "mlm"  # the LM meta-steps differentiate through (and validation pre-trains): mlm (BERT) |
+    #   seq2seq (BART preset or an encoder-decoder checkpoint; inner steps are denoising steps)
+    output: str = "spans"  # seq2seq: the decoder target, "spans" or "full"
     lm_warmup_steps: int = 50
     # Why so brief: the hypergradient ranks answer tokens best while the LM is still learning
     # the corpus. AUC of -g for answer tokens among explored candidates (harbour world, 10
@@ -55,8 +58,13 @@ class LearnConfig:
     def __post_init__(self) -> None:
         if self.method not in ("supervised", "meta"):
             raise ConfigError(f"method must be 'supervised' or 'meta', got {self.method!r}")
+        if self.arch not in ("mlm", "seq2seq"):
+            raise ConfigError(f"arch must be 'mlm' or 'seq2seq', got {self.arch!r}")
+        if self.output not in ("spans", "full"):
+            raise ConfigError(f"unknown output format {self.output!r}; choose 'spans' or 'full'")
         if isinstance(self.meta, dict):
-            self.meta = MetaConfig(**{"seed": self.seed, "max_length": self.max_length, **self.meta})
+            self.meta = MetaConfig(**{"seed": self.seed, "max_length": self.max_length, "output": self.output,
+                                      **self.meta})
         if isinstance(self.validate, dict):
             self.validate = ValidateConfig.from_dict(self.validate)
         if not self.temperature > 0:
@@ -79,21 +87,26 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
     from maskpolicy.train.config import PretrainConfig
     from maskpolicy.train.models import is_preset
     from maskpolicy.train.pretrain import pretrain
+    from maskpolicy.train.seq2seq_models import is_seq2seq_preset
 
-    if not is_preset(config.model):
+    if not (is_seq2seq_preset(config.model) if config.arch == "seq2seq" else is_preset(config.model)):
         return config.model
     tok_dir = os.path.join(workdir, "tokenizer")
     tokenizer.save_pretrained(tok_dir)
+    seq2seq = config.arch == "seq2seq"
+    no_dropout = ({"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0} if seq2seq
+                  else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     if config.progress:
-        print(f"LM warm-up: {max(config.lm_warmup_steps, 1)} steps of random-masking MLM on the task corpus "
+        print(f"LM warm-up: {max(config.lm_warmup_steps, 1)} steps of random-masking "
+              f"{'seq2seq denoising' if seq2seq else 'MLM'} on the task corpus "
               "(the language model that meta-steps differentiate through and validation runs start from; "
               "not the policy)")
     pretrain(PretrainConfig(task=config.task, task_options=config.task_options, data_dir=config.data_dir,
                             policy="random", model=config.model, tokenizer=tok_dir, out=os.path.join(workdir, "run"),
                             steps=max(config.lm_warmup_steps, 1), max_length=config.max_length, seed=config.seed,
+                            arch=config.arch, output=config.output if seq2seq else None,
                             eval_every=0, save_every=0, evaluate=False, progress=config.progress,
-                            model_options={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-                            overwrite=True))
+                            model_options=no_dropout, overwrite=True))
     return os.path.join(workdir, "run", "model")
 
 
@@ -104,7 +117,9 @@ def learn_tokenizer(config: LearnConfig, task):
 
     if config.tokenizer:
         return load_tokenizer(config.tokenizer)
-    if not is_preset(config.model):
+    from maskpolicy.train.seq2seq_models import is_seq2seq_preset
+
+    if not (is_seq2seq_preset(config.model) if config.arch == "seq2seq" else is_preset(config.model)):
         return load_model_tokenizer(config.model)
     return tokenizer_for_task(task, vocab_size=config.vocab_size)
 
@@ -124,6 +139,7 @@ def refuse_several_processes() -> None:
 def learn(config: LearnConfig) -> dict:
     from maskpolicy.policies import MaskingConfig
     from maskpolicy.train.models import load_masked_lm
+    from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
 
     from .metrics import answer_recall, token_prf
     from .validate import validate_policies
@@ -146,7 +162,7 @@ def learn(config: LearnConfig) -> dict:
 
             torch.manual_seed(config.seed)
             lm_dir = warm_language_model(config, tokenizer, workdir)
-            lm = load_masked_lm(lm_dir)
+            lm = load_seq2seq_reporting(lm_dir)[0] if config.arch == "seq2seq" else load_masked_lm(lm_dir)
             policy = LearnedPolicy(tokenizer, **config.policy_options)
 
             def on_eval(p):

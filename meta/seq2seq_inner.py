@@ -4,7 +4,7 @@ The policy weighs tokens of the *original* passage, ``w`` [B, T], as for a maske
 seq2seq model the candidates are not predicted in place: span corruption
 (``policies.span_corruption``) turns each run of candidates into one marker in the encoder
 input and the decoder reconstructs them, so the loss of candidate ``i`` sits at some target
-position. ``seq2seq_inner_batch`` records where, as ``target_source`` [B, L] (the original
+position. ``seq2seq_inner_batch`` records where (``Seq2SeqMaskingCollator.corrupt_mask``), as ``target_source`` [B, L] (the original
 position each target token reconstructs, -1 for markers, the end token and, with
 ``output="full"``, the copies of unmasked tokens), and the per-token loss is scattered back
 to the original positions:
@@ -16,9 +16,11 @@ for both output formats. In ``"full"`` training the copies of unmasked tokens ar
 of the loss; their loss does not depend on which tokens are masked in this batch, so the
 weighted inner loss leaves them out (weight 0), as it leaves out markers and the end token.
 
-The outer loss is closed-book QA by generation, teacher-forced: the question (its blank
-shown as the marker) in the encoder, the answer in the decoder, mean CE over answer tokens;
-the same pairs ``train.generation_qa`` fine-tunes on.
+The outer loss is the mean CE of the answer tokens of closed-book questions, teacher-
+forced, in one of two forms (``MetaConfig.outer``): ``cloze`` (default) reads the question
+as denoising - its answer one masked span, reconstructed in the run's output format, the
+form the inner step trains - and ``qa`` is question -> answer, the pairs
+``train.generation_qa`` fine-tunes on.
 
 Batches of both kinds go through ``inner.per_token_loss``, which dispatches here for
 encoder-decoder models, so every hypergradient backend works unchanged.
@@ -30,8 +32,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from maskpolicy.policies.errors import ConfigError, DataError
-from maskpolicy.policies.seq2seq_collator import sentinel_ids
-from maskpolicy.policies.span_corruption import OUTPUTS, corrupt_spans, spans_of
+from maskpolicy.policies.seq2seq_collator import Seq2SeqMaskingCollator
 
 IGNORE_INDEX = -100
 SEQ2SEQ_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
@@ -42,79 +43,58 @@ def is_encoder_decoder(lm) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def target_sources(mask: list[bool], output: str, end: bool) -> list[int]:
-    """The original position each target token of ``corrupt_spans`` reconstructs, -1 where it
-    reconstructs none (markers, the end token, copies of unmasked tokens in ``full``)."""
-    if output == "full":
-        return [i if masked else -1 for i, masked in enumerate(mask)]
-    out = []
-    for start, stop in spans_of(mask):
-        out.append(-1)  # the span's marker
-        out.extend(range(start, stop))
-    return out + ([-1] if end else [])
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
-
-
 def seq2seq_inner_batch(original_ids: torch.Tensor, attention_mask: torch.Tensor, candidates: torch.Tensor,
                         tokenizer, output: str, lm=None) -> dict:
-    """The inner batch for a seq2seq model from right-padded passages.
+    """The inner batch for a seq2seq model from padded passages.
 
-    ``original_ids``, ``attention_mask``, ``candidates`` (bool): [B, T]. Returns
-    ``input_ids`` / ``attention_mask`` [B, S] (each run of candidates one marker: sentinels
-    when the tokenizer has them, else its mask token, as the collator does), ``labels`` and
-    ``decoder_input_ids`` [B, L], ``target_source`` [B, L] and ``weight_positions`` [B, T]
-    (the candidates: where ``w`` counts).
+    ``original_ids``, ``attention_mask``, ``candidates`` (bool): [B, T]. Returns the
+    collator's corruption of exactly the candidates (``Seq2SeqMaskingCollator.corrupt_mask``:
+    each run one marker, sentinels when the tokenizer has them, else its mask token):
+    ``input_ids`` / ``attention_mask`` [B, S], ``labels`` and ``decoder_input_ids`` [B, L],
+    ``target_source`` [B, L]; and ``weight_positions`` [B, T] (the candidates: where ``w`` counts).
     """
-    if output not in OUTPUTS:
-        raise ConfigError(f"unknown output format {output!r}; choose 'spans' or 'full'")
-    sentinels = sentinel_ids(tokenizer)
-    end_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if not sentinels and tokenizer.mask_token_id is None:
-        raise ConfigError("the tokenizer has neither sentinel tokens nor a mask token to mark masked spans")
-    candidates = candidates & attention_mask.bool()
-    encoders, targets, sources = [], [], []
-    for ids, keep, chosen in zip(original_ids.tolist(), attention_mask.tolist(), candidates.tolist()):
-        length = sum(keep)  # right padding: the real tokens come first
-        seq, mask = ids[:length], chosen[:length]
-        n_spans = len(spans_of(mask))
-        markers = sentinels if sentinels else [tokenizer.mask_token_id] * n_spans
-        encoder, target = corrupt_spans(seq, mask, markers, output=output, end_id=end_id)
-        encoders.append(encoder)
-        targets.append(target)
-        sources.append(target_sources(mask, output, end=output == "spans" and end_id is not None))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = _pad(encoders, pad)
-    labels = _pad(targets, IGNORE_INDEX)
-    batch = {"input_ids": input_ids, "attention_mask": _pad([[1] * len(e) for e in encoders], 0), "labels": labels,
-             "target_source": _pad(sources, -1), "weight_positions": candidates.clone()}
-    batch["decoder_input_ids"] = decoder_inputs(lm, labels)
+    if lm is None or not hasattr(lm, "prepare_decoder_input_ids_from_labels"):
+        raise ConfigError("a seq2seq meta batch needs the model, to make decoder_input_ids from labels")
+    candidates = candidates.bool() & attention_mask.bool()
+    collator = Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=lm)
+    batch = collator.corrupt_mask(original_ids, attention_mask, candidates, sources=True)
+    batch["weight_positions"] = candidates
     return batch
 
 
-def decoder_inputs(lm, labels: torch.Tensor) -> torch.Tensor:
-    """``labels`` shifted right behind the decoder start token (what the model does itself)."""
-    if lm is not None and hasattr(lm, "prepare_decoder_input_ids_from_labels"):
-        return lm.prepare_decoder_input_ids_from_labels(labels=labels)
-    raise ConfigError("a seq2seq meta batch needs the model to make decoder_input_ids from labels")
+def seq2seq_outer_batch(tokenizer, questions: list, max_length: int, lm, *, form: str = "cloze",
+                        output: str = "spans") -> dict:
+    """The outer batch: ``input_ids`` / ``attention_mask`` [B, S], ``labels`` and
+    ``decoder_input_ids`` [B, L], labelled at the answer tokens only.
 
+    ``form="cloze"``: the question with its answer in place, the answer corrupted as one span
+    and reconstructed in the run's ``output`` format (the closed-book question read as the
+    denoising the inner step trains: ``train.seq2seq_evaluate.seq2seq_cloze_metrics``);
+    ``form="qa"``: question -> answer pairs (``train.generation_qa``'s fine-tuning encoding).
+    """
+    if form == "qa":
+        from maskpolicy.train.generation_qa import encode_qa, pad_rows
 
-def seq2seq_outer_batch(tokenizer, questions: list, max_length: int, lm) -> dict:
-    """Question -> answer pairs (``train.generation_qa``'s encoding), padded: ``input_ids`` /
-    ``attention_mask`` [B, S], ``labels`` and ``decoder_input_ids`` [B, L]."""
-    from maskpolicy.train.generation_qa import encode_qa
+        rows = encode_qa(tokenizer, questions, max_length)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = pad_rows([r["input_ids"] for r in rows], pad)  # [B, S]
+        labels = pad_rows([r["labels"] for r in rows], IGNORE_INDEX)  # [B, L]
+        return {"input_ids": input_ids, "attention_mask": pad_rows([[1] * len(r["input_ids"]) for r in rows], 0),
+                "labels": labels, "decoder_input_ids": lm.prepare_decoder_input_ids_from_labels(labels=labels)}
+    if form != "cloze":
+        raise ConfigError(f"unknown outer form {form!r}; choose 'cloze' or 'qa'")
+    from maskpolicy.policies import MaskingCollator
+    from maskpolicy.tasks.features import encode_cloze
 
-    rows = encode_qa(tokenizer, questions, max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = _pad([r["input_ids"] for r in rows], pad)
-    labels = _pad([r["labels"] for r in rows], IGNORE_INDEX)
-    return {"input_ids": input_ids, "attention_mask": _pad([[1] * len(r["input_ids"]) for r in rows], 0),
-            "labels": labels, "decoder_input_ids": decoder_inputs(lm, labels)}
+    encoded = encode_cloze(tokenizer, questions, max_length=max_length)
+    batch = MaskingCollator(tokenizer).pad([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in encoded])
+    answer = batch["labels"] != IGNORE_INDEX  # [B, T]
+    original = torch.where(answer, batch["labels"], batch["input_ids"])  # the answer in place
+    out = Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=lm).corrupt_mask(
+        original, batch["attention_mask"], answer, sources=True)
+    source = out.pop("target_source")  # only the answer's tokens are scored
+    out["labels"] = torch.where(source >= 0, out["labels"], torch.full_like(out["labels"], IGNORE_INDEX))
+    return out
 
 
 def seq2seq_per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:

@@ -66,20 +66,32 @@ class ValidateConfig:
 
 def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: ValidateConfig, masking: MaskingConfig,
                questions: list) -> dict:
-    """One short intermediate pre-training from ``lm_dir`` with ``policy``; its cloze scores."""
+    """One short intermediate pre-training from ``lm_dir`` with ``policy``; its cloze scores
+    (a seq2seq run, ``learn_config.arch``: the cloze read as denoising, ``seq2seq_cloze_metrics``)."""
     from maskpolicy.train.config import PretrainConfig
     from maskpolicy.train.evaluate import cloze_metrics
     from maskpolicy.train.models import load_masked_lm, load_tokenizer
     from maskpolicy.train.pretrain import pretrain
 
     started = time.perf_counter()
+    arch = getattr(learn_config, "arch", "mlm")
+    output = learn_config.output if arch == "seq2seq" else None
     pretrain(PretrainConfig(task=learn_config.task, task_options=learn_config.task_options,
                             data_dir=learn_config.data_dir, policy=policy, model=lm_dir, out=out,
                             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                             max_length=learn_config.max_length, seed=learn_config.seed, masking=masking,
+                            arch=arch, output=output,
                             eval_every=0, save_every=0, evaluate=False, progress=False, overwrite=True))
-    model = load_masked_lm(os.path.join(out, "model"))
-    scores = cloze_metrics(model, load_tokenizer(lm_dir), questions, learn_config.max_length)
+    if arch == "seq2seq":
+        from maskpolicy.train.seq2seq_evaluate import seq2seq_cloze_metrics
+        from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
+
+        model = load_seq2seq_reporting(os.path.join(out, "model"))[0]
+        scores = seq2seq_cloze_metrics(model, load_tokenizer(lm_dir), questions, output=output,
+                                       max_length=learn_config.max_length)
+    else:
+        model = load_masked_lm(os.path.join(out, "model"))
+        scores = cloze_metrics(model, load_tokenizer(lm_dir), questions, learn_config.max_length)
     return {k: round(v, 5) for k, v in scores.items()} | {"seconds": round(time.perf_counter() - started, 1)}
 
 

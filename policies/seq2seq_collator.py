@@ -30,7 +30,7 @@ from .collate_io import Padding, WorkerGenerators, check_format, collate, stack_
 from .errors import ConfigError
 from .masker import Masker, MaskingConfig
 from .registry import get_policy
-from .span_corruption import CORRUPTIONS, OUTPUTS, corrupt_spans
+from .span_corruption import CORRUPTIONS, OUTPUTS, corrupt_spans, spans_of, target_sources
 
 SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 
@@ -120,17 +120,30 @@ class Seq2SeqMaskingCollator:
             mask, _ = self.masker.select(ids, attention, generator, **extras)  # [B, T] bool
         else:
             mask = torch.zeros_like(ids, dtype=torch.bool)
-        encoder_rows, target_rows = [], []
+        return self.corrupt_mask(ids, attention, mask)
+
+    def corrupt_mask(self, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor, *,
+                     sources: bool = False) -> dict:
+        """``corrupt`` for a given mask ([B, T] bool; the policy is not asked). With
+        ``sources`` also ``target_source`` [B, L]: the position in ``ids`` that each target
+        token reconstructs, -1 for markers, the end token, copies of unmasked tokens
+        (``full``) and padding (what a per-token loss on the masked tokens needs)."""
+        encoder_rows, target_rows, source_rows = [], [], []
         for row_ids, row_mask, row_attention in zip(ids.tolist(), mask.tolist(), attention.tolist()):
             kept = [i for i, a in enumerate(row_attention) if a]  # the real tokens, whatever the padding side
-            seq, seq_mask = [row_ids[i] for i in kept], [row_mask[i] for i in kept]
-            markers = self.markers_for(sum(1 for a, b in zip([False] + seq_mask, seq_mask) if b and not a))
+            seq, seq_mask = [row_ids[i] for i in kept], [bool(row_mask[i]) for i in kept]
+            markers = self.markers_for(len(spans_of(seq_mask)))
             encoder, target = corrupt_spans(seq, seq_mask, markers, output=self.output, end_id=self.end_id)
             encoder_rows.append(encoder)
             target_rows.append(target)
+            if sources:
+                source_rows.append([-1 if j < 0 else kept[j] for j in
+                                    target_sources(seq_mask, self.output, end=self.end_id is not None)])
         out = {"input_ids": self._pad(encoder_rows, self.tokenizer.pad_token_id or 0),
                "attention_mask": self._pad([[1] * len(r) for r in encoder_rows], 0),
                "labels": self._pad(target_rows, self.label_pad_token_id)}
+        if sources:
+            out["target_source"] = self._pad(source_rows, -1)
         if self.model is not None and hasattr(self.model, "prepare_decoder_input_ids_from_labels"):
             out["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=out["labels"])
         return {k: v.to(ids.device) for k, v in out.items()}

@@ -59,6 +59,19 @@ def corrupt_spans(ids: Sequence[int], mask: Sequence[bool], markers: Sequence[in
     return encoder, target + ([end_id] if end_id is not None else [])
 
 
+def target_sources(mask: Sequence[bool], output: str, end: bool) -> list[int]:
+    """For each token of ``corrupt_spans``'s target, the position in the sequence it
+    reconstructs; -1 for markers, the end token (``end``: one was appended) and, in
+    ``full``, the copies of unmasked tokens."""
+    if output == "full":
+        return [i if masked else -1 for i, masked in enumerate(mask)]
+    out = []
+    for start, stop in spans_of(mask):
+        out.append(-1)  # the span's marker
+        out.extend(range(start, stop))
+    return out + ([-1] if end else [])
+
+
 def reconstruct(encoder: Sequence[int], target: Sequence[int], markers: Sequence[int], end_id: int | None) -> list[int]:
     """The original sequence from a ``spans`` pair: the k-th marker met in ``encoder`` is
     replaced by the tokens after the k-th marker in ``target`` (markers are special tokens,

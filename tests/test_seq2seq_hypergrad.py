@@ -18,9 +18,9 @@ from conftest import build_test_tokenizer
 from transformers import BartConfig, BartForConditionalGeneration
 
 from maskpolicy.meta.hypergrad import InnerConfig, hypergradient, per_token_loss, prepare_for_meta
-from maskpolicy.meta.seq2seq_inner import seq2seq_inner_batch, seq2seq_outer_batch, target_sources
+from maskpolicy.meta.seq2seq_inner import seq2seq_inner_batch, seq2seq_outer_batch
 from maskpolicy.policies.errors import ConfigError, DataError
-from maskpolicy.policies.span_corruption import corrupt_spans
+from maskpolicy.policies.span_corruption import corrupt_spans, target_sources
 from maskpolicy.tasks.base import BLANK, ClozeQuestion
 
 SENTINELS = [f"<extra_id_{i}>" for i in range(20)]
@@ -71,13 +71,14 @@ def passages(tokenizer):
     return enc["input_ids"], enc["attention_mask"], candidates
 
 
-@pytest.fixture(scope="module", params=["spans", "full"])
+@pytest.fixture(scope="module", params=["spans-cloze", "full-cloze", "spans-qa"])
 def data(request, tokenizer, lm):
+    output, form = request.param.split("-")
     ids, attention, candidates = passages(tokenizer)
-    inner = seq2seq_inner_batch(ids, attention, candidates, tokenizer, request.param, lm=lm)
-    outer = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm)
+    inner = seq2seq_inner_batch(ids, attention, candidates, tokenizer, output, lm=lm)
+    outer = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form=form, output=output)
     weights = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.9 + 0.05
-    return request.param, ids, candidates, inner, outer, weights
+    return output, ids, candidates, inner, outer, weights
 
 
 def test_target_sources_point_at_the_tokens_they_reconstruct():
@@ -124,7 +125,22 @@ def reference_step(lm, output, inner, outer, ids, candidates, weights, cfg: Inne
         opt.step()
     with torch.no_grad():
         return float(model(input_ids=outer["input_ids"], attention_mask=outer["attention_mask"],
-                           labels=outer["labels"]).loss)
+                           decoder_input_ids=outer["decoder_input_ids"], labels=outer["labels"]).loss)
+
+
+def test_outer_batch_scores_the_answer_tokens_only(tokenizer, lm):
+    answers = [tokenizer(q.answers[0], add_special_tokens=False)["input_ids"] for q in QUESTIONS]
+    for output in ("spans", "full"):
+        outer = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="cloze", output=output)
+        for b, answer in enumerate(answers):
+            assert [t for t in outer["labels"][b].tolist() if t != -100] == answer
+            assert not set(answer) & set(outer["input_ids"][b].tolist())  # the answer is hidden from the encoder
+    qa = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="qa")
+    for b, answer in enumerate(answers):
+        assert answer == [t for t in qa["labels"][b].tolist() if t not in (-100, tokenizer.cls_token_id,
+                                                                          tokenizer.sep_token_id)]
+    with pytest.raises(ConfigError, match="outer form"):
+        seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="essay")
 
 
 def test_per_token_loss_scatters_each_candidates_reconstruction(lm, data):
@@ -136,7 +152,8 @@ def test_per_token_loss_scatters_each_candidates_reconstruction(lm, data):
     # The outer batch (no target_source): [B, L] whose mean is the model's own loss.
     per = per_token_loss(lm, None, outer)
     n = int((outer["labels"] != -100).sum())
-    own = lm(input_ids=outer["input_ids"], attention_mask=outer["attention_mask"], labels=outer["labels"]).loss
+    own = lm(input_ids=outer["input_ids"], attention_mask=outer["attention_mask"],
+             decoder_input_ids=outer["decoder_input_ids"], labels=outer["labels"]).loss
     assert float(per.sum().detach() / n) == pytest.approx(float(own.detach()), rel=1e-12)
 
 
@@ -187,7 +204,7 @@ def test_bad_inputs(lm, data, tokenizer):
         hypergradient(lm, inner, weights[:, :-1], outer, InnerConfig())
     with pytest.raises(ConfigError, match="masked LMs only"):
         hypergradient(lm, inner, weights, outer, InnerConfig(), input_mask=candidates.double())
-    with pytest.raises(ConfigError, match="output format"):
+    with pytest.raises(ConfigError, match="unknown output format"):
         seq2seq_inner_batch(ids, torch.ones_like(ids), candidates, tokenizer, "sentence", lm=lm)
     empty = seq2seq_inner_batch(ids, torch.ones_like(ids), torch.zeros_like(candidates), tokenizer, "full", lm=lm)
     with pytest.raises(DataError, match="no labelled positions"):

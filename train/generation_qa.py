@@ -69,7 +69,7 @@ def encode_qa(tokenizer, questions: list[ClozeQuestion], max_length: int) -> lis
     return [{"input_ids": s, "labels": t} for s, t in zip(sources["input_ids"], targets["input_ids"])]
 
 
-def _pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row)
@@ -88,8 +88,8 @@ def finetune_qa(model, tokenizer, questions: list[ClozeQuestion], config: QAConf
     pad = tokenizer.pad_token_id
 
     def collate(batch):
-        input_ids = _pad_rows([r["input_ids"] for r in batch], pad)
-        labels = _pad_rows([r["labels"] for r in batch], -100)
+        input_ids = pad_rows([r["input_ids"] for r in batch], pad)
+        labels = pad_rows([r["labels"] for r in batch], -100)
         return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long(), "labels": labels}
 
     loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, collate_fn=collate,

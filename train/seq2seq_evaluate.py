@@ -43,3 +43,40 @@ def denoising_metrics(model, tokenizer, passages, *, output: str, max_length: in
         total += int(selected.sum())
     model.train(was_training)
     return {"denoise_accuracy": hits / max(total, 1), "denoise_loss": loss_sum / max(total, 1), "target_tokens": total}
+
+
+@torch.no_grad()
+def seq2seq_cloze_metrics(model, tokenizer, questions, *, output: str, max_length: int = 64,
+                          batch_size: int = 64) -> dict:
+    """Cloze read as denoising, without fine-tuning: the question with its answer in place,
+    the answer's tokens corrupted as one span (one marker), the model's target in the run's
+    output format, teacher-forced. ``answer_nll``: mean CE of the answer tokens;
+    ``cloze_em``: every answer token predicted exactly. What ``evaluate.cloze_metrics`` is
+    for a masked LM (the selection score of ``meta.validate``)."""
+    if not questions:
+        return {"cloze_em": float("nan"), "answer_nll": float("nan")}
+    from maskpolicy.tasks.features import encode_cloze
+
+    data = encode_cloze(tokenizer, questions, max_length=max_length)
+    pad = MaskingCollator(tokenizer).pad
+    corrupt = Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct, nll, tokens = 0, 0.0, 0
+    for batch in DataLoader(data.select_columns(["input_ids", "labels"]), batch_size=batch_size, collate_fn=pad):
+        labels = batch["labels"]  # [B, T]: the answer ids at the blank, -100 elsewhere
+        answer = labels != -100
+        original = torch.where(answer, labels, batch["input_ids"])  # the question with its answer in place
+        inputs = corrupt.corrupt_mask(original, batch["attention_mask"], answer, sources=True)
+        source = inputs.pop("target_source")  # [B, L]
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        target = inputs["labels"].cpu()
+        logits = model(**inputs).logits.float().cpu()  # [B, L, V]
+        scored = source >= 0  # the answer tokens in the target
+        nll += float(torch.nn.functional.cross_entropy(logits[scored], target[scored], reduction="sum"))
+        tokens += int(scored.sum())
+        wrong = (logits.argmax(-1) != target) & scored
+        correct += int((~wrong.any(dim=1)).sum())
+    model.train(was_training)
+    return {"cloze_em": correct / len(questions), "answer_nll": nll / max(tokens, 1)}
