@@ -36,11 +36,13 @@ def _comparable(config: dict) -> dict:
     progress bars and how the output directory is taken do not count, nor options added
     since a cell was written while they hold their default."""
     ignored = {"progress", "overwrite", "resume"}
-    defaults = {"mixed_precision": "no", "arch": "mlm", "output": None, "qa": None}
-    nested_defaults = {("supervised", "classifier", "max_train_examples"): None}
+    # Each option added later with the value(s) that mean what a cell written before it did.
+    defaults = {"mixed_precision": ("no",), "arch": ("mlm",), "output": (None, "spans"), "qa": (None,)}
+    nested_defaults = {("supervised", "classifier", "max_train_examples"): None, ("meta", "output"): "spans",
+                       ("meta", "outer"): "cloze"}
     removed = [("mask", "head_learning_rate")]  # options since removed (unused), whatever their value
     config = json.loads(json.dumps({k: v for k, v in config.items()
-                                    if k not in ignored and not (k in defaults and v == defaults[k])}))
+                                    if k not in ignored and not (k in defaults and v in defaults[k])}))
     for path, default in nested_defaults.items():
         inner = config
         for key in path[:-1]:
@@ -145,24 +147,22 @@ def baseline_cell(config) -> dict:
 
 
 def _evaluate_start_model(config, wanted: dict) -> dict:
+    """The start model (a preset initialised with the seed, or the checkpoint) evaluated as
+    the run's objective would evaluate it at the end (masked LM or seq2seq)."""
     import torch
 
+    from maskpolicy.policies import get_policy
     from maskpolicy.train.data import load_task, resolve_tokenizer
-    from maskpolicy.train.evaluate import evaluate_task
-    from maskpolicy.train.models import is_preset, load_masked_lm, preset_model
+    from maskpolicy.train.objectives import objective_for
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     task = load_task(config)
     tokenizer = resolve_tokenizer(config, task)
-    if is_preset(config.model):
-        model = preset_model(config.model, len(tokenizer), config.max_length, tokenizer.pad_token_id, **config.model_options)
-    else:
-        model = load_masked_lm(config.model)
-    metrics = evaluate_task(model, tokenizer, task, max_length=config.max_length, finetune=config.finetune,
-                            seed=config.seed, progress=config.progress)
-    start = {"step": 0, **{k: v for k, v in evaluate_task(model, tokenizer, task, max_length=config.max_length,
-                                                            quick=True).items()}}
+    objective = objective_for(config, get_policy("random", tokenizer), tokenizer)
+    model, _ = objective.build_model(tokenizer)
+    metrics = objective.evaluate(model, tokenizer, task, quick=False, progress=config.progress)
+    start = {"step": 0, **objective.evaluate(model, tokenizer, task, quick=True)}
     return {"config": wanted, "policy": {"name": "none"}, "history": [start], "steps": 0, "train_seconds": 0.0,
             "metrics": metrics, "wall_seconds": round(time.perf_counter() - started, 2)}
 

@@ -6,9 +6,11 @@ Sizes (2 CPU cores, two one-thread workers):
 - full:  4 relations x 9 grid rows x 3 seeds, 1,000 intermediate steps per cell, 20
          evaluations per run; policies learned per (relation, seed), each validated
          downstream; 4 x 4 transfer on the first seed; the dense world and the fill
-         comparison (``dense_world.py``). 57 min from an empty directory.
+         comparison (``dense_world.py``); the seq2seq section (``seq2seq_section.py``: BART tiny,
+         both output formats x 6 rows x 3 seeds, 1,500 steps, on birthplace). 57 min from an
+         empty directory without the seq2seq section.
 - quick: 2 relations (birthplace, profession), 6 rows, 1 seed, 400 steps, 150 meta-steps;
-         2 x 2 transfer; the dense world without the fill comparison.
+         2 x 2 transfer; the dense world without the fill comparison; seq2seq at 400 steps.
 - gpu:   (``--preset gpu``) the full grid with 5 seeds, 2,000 steps per cell, 600
          meta-steps, transfer on every seed. Defined for a GPU; not yet run.
 
@@ -25,16 +27,20 @@ import time
 from .dense_world import run_dense
 from .grid import GRID_POLICIES, GridSpec, grid_rows, run_grid
 from .paired import compare_to_random
+from .seq2seq_section import records as seq2seq_records
+from .seq2seq_section import run_seq2seq
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
 
 RELATIONS = ["synthetic:birthplace", "synthetic:profession", "synthetic:colour", "synthetic:employer"]
 FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1,
-            dense=True, fill_compare=True)
+            dense=True, fill_compare=True, seq2seq_tasks=RELATIONS[:1], seq2seq_steps=1500)
 QUICK = dict(tasks=RELATIONS[:2], policies=["none", "random", "span", "salient_span", "learned-supervised", "learned-meta"],
-             seeds=1, steps=400, meta_steps=150, transfer_seeds=1, dense=True, fill_compare=False)
-GPU = {**FULL, "seeds": 5, "steps": 2000, "meta_steps": 600, "transfer_seeds": 5}
+             seeds=1, steps=400, meta_steps=150, transfer_seeds=1, dense=True, fill_compare=False,
+             seq2seq_tasks=RELATIONS[:1], seq2seq_steps=400)
+GPU = {**FULL, "seeds": 5, "steps": 2000, "meta_steps": 600, "transfer_seeds": 5, "seq2seq_tasks": RELATIONS,
+       "seq2seq_steps": 3000}
 PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 
@@ -61,7 +67,13 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
         dense = run_dense(out, tasks=spec.tasks[:1], seeds=seed_list, steps=steps, learn_options=learn_options,
                           workers=workers, builtin_root=out, builtin_pretrain=spec.pretrain_options,
                           compare_fills=size.get("fill_compare", False))
-    pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"]
+    seq2seq = {"sections": [], "grids": {}, "costs": [], "png": []}
+    if size.get("seq2seq_tasks"):
+        seq2seq = run_seq2seq(out, tasks=size["seq2seq_tasks"], seeds=seed_list, steps=size["seq2seq_steps"]
+                              if steps == size["steps"] else steps,  # --steps N: every grid runs N
+                              pretrain_options=spec.pretrain_options, learn_options=learn_options, workers=workers,
+                              cost_steps=size.get("seq2seq_cost_steps", 20))
+    pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"] + seq2seq["png"]
     rows = grid_rows(grid, spec)
     paired = compare_to_random(grid, spec.tasks, spec.policies)
     recall_rows = _recall_rows(grid, spec)
@@ -69,8 +81,9 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
         ("Steps to reach random's final score (fraction of random's steps)", markdown_table(reach_rows(grid, spec), ["policy"] + spec.tasks)),
         ("Learned policies: answer recall within the 15% budget, evaluation entities", markdown_table(recall_rows, ["method"] + spec.tasks)),
         ("Transfer", transfer["table"]),
-    ] + dense["sections"]
-    failures = failure_lines(grid["cells"] + (dense["grid"]["cells"] if dense["grid"] else [])) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
+    ] + dense["sections"] + seq2seq["sections"]
+    failures = failure_lines(grid["cells"] + (dense["grid"]["cells"] if dense["grid"] else [])
+                             + [c for g in seq2seq["grids"].values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
     if failures.strip():
         sections.append(("Failed cells", failures.strip()))
     title = (f"Synthetic world, tiny BERT (2 x 128) from a configuration (no pre-trained weights), {steps} intermediate "
@@ -91,7 +104,9 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
                                    "dense": dense["grid"] and {"cells": dense["grid"]["cells"],
                                                                "learned": dense["grid"]["learned"],
                                                                "fills": dense["fills"],
-                                                               "paired_to_random": dense["paired"]}}),
+                                                               "paired_to_random": dense["paired"]},
+                                   "seq2seq": {"formats": seq2seq_records(seq2seq["grids"]),
+                                               "costs": seq2seq["costs"]}}),
             "png": pngs, "grid": grid, "transfer": transfer}
 
 

@@ -136,9 +136,18 @@ def test_synthetic_suite_tables_carry_the_paired_differences(tmp_path, monkeypat
     monkeypatch.setattr(synthetic_suite, "curve_plots", lambda *a, **k: [])
     monkeypatch.setattr(synthetic_suite, "run_transfer", lambda *a, **k: {"table": "t", "png": [], "scores": {},
                                                                           "rows": [], "failures": []})
+    seq2seq_calls = []
+
+    def fake_seq2seq(out, *, tasks, steps, **kwargs):
+        seq2seq_calls.append((tasks, steps))
+        return {"sections": [("Seq2seq section", "body")], "grids": {}, "costs": [], "png": []}
+
+    monkeypatch.setattr(synthetic_suite, "run_seq2seq", fake_seq2seq)
     policies = ["none", "random", "salient_span", "selective", "learned-meta"]
     synthetic_suite.run_synthetic(str(tmp_path), seeds=3, steps=4, workers=1,
-                                  sizes=dict(tasks=[A, B], policies=policies, dense=True, fill_compare=False))
+                                  sizes=dict(tasks=[A, B], policies=policies, dense=True, fill_compare=False,
+                                             seq2seq_tasks=[A], seq2seq_steps=8))
+    assert seq2seq_calls == [([A], 4)]  # --steps reaches the seq2seq grids too
     table = (tmp_path / "table.md").read_text()
     # Right below the main table, before every other section.
     assert table.index("| random | 0.500 ± 0.100 | 0.250 ± 0.050 |") < table.index("## Paired difference to random") \
@@ -150,6 +159,7 @@ def test_synthetic_suite_tables_carry_the_paired_differences(tmp_path, monkeypat
     assert "| salient_span | +0.100 [+0.050, +0.150] * | +0.000 [-0.215, +0.215] |" in paired
     assert "| selective | n/a | n/a |" in paired
     assert "| learned-meta | +0.050 [+0.050, +0.050] * | +0.100 [+0.100, +0.100] * |" in paired  # A: seed 2 failed
+    assert table.index("## Dense world") < table.index("## Seq2seq section")
     dense = _section(table, "Dense world: paired difference to random")
     assert "| salient_span | +0.500 [+0.500, +0.500] * |" in dense
     assert "| learned-supervised | +0.000 [-0.066, +0.066] |" in dense

@@ -80,7 +80,16 @@ class Seq2SeqObjective:
         config = self.config
         metrics = denoising_metrics(model, tokenizer, held_out, output=self.collator.output, max_length=config.max_length)
         metrics["score"] = metrics["denoise_accuracy"]
-        if quick or task.kind != "cloze":
+        if task.kind != "cloze":
+            return metrics
+        # Along the run (the compute curves): the evaluation questions read as denoising,
+        # the answer one masked span (no fine-tuning; cheap at every evaluation).
+        from .seq2seq_evaluate import seq2seq_cloze_metrics
+
+        cloze = seq2seq_cloze_metrics(model, tokenizer, task.eval, output=self.collator.output,
+                                      max_length=config.max_length)
+        metrics.update(cloze)
+        if quick:
             return metrics
         # Closed-book QA by generation: fine-tuned on the training questions, answers
         # generated for the evaluation questions (``PretrainConfig.qa``).
