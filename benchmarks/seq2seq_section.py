@@ -49,28 +49,77 @@ def run_seq2seq(out: str, *, tasks: list[str], seeds: list[int], steps: int, pre
         grids[output], specs[output] = run_grid(spec, root), spec
         pngs += curve_plots(grids[output], spec, root, f"denoising cloze EM ({output})")
     costs = format_costs(tasks[0], pretrain_options, steps=cost_steps, seed=seeds[0])
-    return {"sections": sections(grids, specs, costs), "grids": grids, "costs": costs, "png": pngs}
+    return {"sections": sections(grids, specs, costs), "grids": grids, "specs": specs, "costs": costs, "png": pngs}
 
 
-def sections(grids: dict, specs: dict, costs: list[dict]) -> list[tuple[str, str]]:
+# ``maskpolicy bench --suite seq2seq``: the section on its own (the synthetic suite runs it too).
+SUITE_PRESETS = {
+    "full": dict(tasks=["synthetic:birthplace"], seeds=3, steps=1500, meta_steps=300),
+    "quick": dict(tasks=["synthetic:birthplace"], seeds=1, steps=400, meta_steps=150),
+    "gpu": dict(tasks=["synthetic:birthplace", "synthetic:profession", "synthetic:colour", "synthetic:employer"],
+                seeds=5, steps=3000, meta_steps=600),
+}
+
+
+def run_seq2seq_suite(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
+                      workers: int = 2, sizes: dict | None = None,
+                      command: str = "maskpolicy bench --suite seq2seq") -> dict:
+    from .report import bench_command, failure_lines, write_suite
+
+    started = time.perf_counter()
+    size = {**SUITE_PRESETS[preset], **(sizes or {})}
+    seed_list = list(range(seeds or size["seeds"]))
+    learn_options = {**size.get("learn_options", {}), "progress": False}
+    learn_options["meta"] = {**learn_options.get("meta", {}), "meta_steps": size["meta_steps"]}
+    result = run_seq2seq(out, tasks=size["tasks"], seeds=seed_list, steps=steps or size["steps"],
+                         pretrain_options=size.get("pretrain_options", {}), learn_options=learn_options,
+                         workers=workers, cost_steps=size.get("cost_steps", 20))
+    rows, header = main_table(result["grids"], result["specs"])
+    extra = sections(result["grids"], result["specs"], result["costs"], with_main=False)
+    failures = failure_lines([c for g in result["grids"].values() for c in g["cells"]])
+    if failures.strip():
+        extra.append(("Failed cells", failures.strip()))
+    title = (f"{MAIN_HEADING}. Synthetic world, BART tiny (2 x 128, encoder and decoder) from a configuration, "
+             f"{steps or size['steps']} intermediate steps per cell at 1e-3, batch 32, mask budget 15%, seeds "
+             f"{', '.join(map(str, seed_list))}; QA fine-tuned on the training questions, answers generated for the "
+             "evaluation entities (SQuAD-normalised exact match). `none`: no intermediate pre-training.")
+    return {**write_suite(out, suite="seq2seq", title=title, sections=extra, rows=rows, header=header,
+                          started=started, preset=preset,
+                          command=bench_command(command, preset, out, seeds=seeds, steps=steps),
+                          results={"formats": records(result["grids"]), "costs": result["costs"]}),
+            "png": result["png"], "grids": result["grids"]}
+
+
+MAIN_HEADING = "Seq2seq (BART tiny): closed-book QA exact match by generation, greedy and beam, mean ± std over seeds"
+
+
+def main_table(grids: dict, specs: dict) -> tuple[list[dict], list[str]]:
+    """(rows, header): per policy, greedy and beam EM of each format per task."""
     spec = specs[OUTPUTS[0]]
-    main, gaps = [], []
+    rows = []
     for policy in spec.policies:
-        row, gap = {"policy": policy}, {"policy": policy}
+        row = {"policy": policy}
         for task in spec.tasks:
             for output in OUTPUTS:
                 row[f"{_short(task)} {output}"] = grid_rows(grids[output], specs[output])[
                     spec.policies.index(policy)][task]
                 row[f"{_short(task)} {output} beam"] = fmt(_metric(grids[output], task, policy, "qa_em_beam"))
+        rows.append(row)
+    return rows, ["policy"] + [f"{_short(t)} {o}{b}" for t in spec.tasks for o in OUTPUTS for b in ("", " beam")]
+
+
+def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = True) -> list[tuple[str, str]]:
+    spec = specs[OUTPUTS[0]]
+    gaps = []
+    for policy in spec.policies:
+        gap = {"policy": policy}
+        for task in spec.tasks:
             diff = paired_difference(seed_scores(grids["full"], task, policy), seed_scores(grids["spans"], task, policy))
             gap[_short(task)] = format_diff(diff)
-        main.append(row)
         gaps.append(gap)
-    header = ["policy"] + [f"{_short(t)} {o}{b}" for t in spec.tasks for o in OUTPUTS for b in ("", " beam")]
-    out = [("Seq2seq (BART tiny): closed-book QA exact match by generation, greedy and beam, mean ± std over seeds",
-            markdown_table(main, header)),
-           ("Seq2seq: full - spans per policy, mean [95% CI] over seeds (same seed, same policy); * = interval "
-            "excludes zero; no * = no difference shown", markdown_table(gaps, ["policy"] + [_short(t) for t in spec.tasks]))]
+    out = [(MAIN_HEADING, markdown_table(*main_table(grids, specs)))] if with_main else []
+    out.append(("Seq2seq: full - spans per policy, mean [95% CI] over seeds (same seed, same policy); * = interval "
+                "excludes zero; no * = no difference shown", markdown_table(gaps, ["policy"] + [_short(t) for t in spec.tasks])))
     for output in OUTPUTS:
         paired = compare_to_random(grids[output], specs[output].tasks, specs[output].policies)
         out += paired.section(f"Seq2seq, output {output}: {HEADING[0].lower()}{HEADING[1:]}", EXPLAIN_AGAIN)

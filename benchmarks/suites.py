@@ -7,7 +7,9 @@
   intermediate pre-training and fine-tuning, SQuAD-subset answer cloze;
 - ``perf`` (``perf_suite.py``): collator, policy-network, meta-step and pre-training speed;
 - ``weightmask`` (``weightmask_suite.py``): weight masking against full fine-tuning and a
-  trained head, bytes per task, serving memory, step time, interpolation.
+  trained head, bytes per task, serving memory, step time, interpolation;
+- ``seq2seq`` (``seq2seq_section.py``): the synthetic suite's seq2seq section on its own:
+  BART denoising with output ``spans`` and ``full`` per policy, closed-book QA by generation.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -27,7 +29,7 @@ from maskpolicy.train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = ("quickstart", "synthetic", "real", "perf", "weightmask")
+SUITES = ("quickstart", "synthetic", "real", "perf", "weightmask", "seq2seq")
 
 QUICKSTART = {
     "quickstart": dict(
@@ -40,7 +42,7 @@ QUICKSTART = {
 
 
 PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu", "pretrained", "pretrained-quick"),
-           "perf": ("full", "quick"), "weightmask": ("full", "quick")}
+           "perf": ("full", "quick"), "weightmask": ("full", "quick"), "seq2seq": ("full", "quick", "gpu")}
 
 
 def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, preset: str | None = None,
@@ -97,6 +99,10 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         return run_perf(out, quick=quick, data_dir=data_dir)
     if data_dir is not None:
         raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
+    if suite == "seq2seq":
+        from .seq2seq_section import run_seq2seq_suite
+
+        return run_seq2seq_suite(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2)
     from .synthetic_suite import run_synthetic
 
     return run_synthetic(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from maskpolicy.benchmarks.seq2seq_section import OUTPUTS, SEQ2SEQ_POLICIES, format_costs, run_seq2seq
+from maskpolicy.benchmarks.seq2seq_section import (OUTPUTS, SEQ2SEQ_POLICIES, format_costs, run_seq2seq,
+                                                   run_seq2seq_suite)
 
 WORLD = {"task_options": {"num_entities": 24}, "vocab_size": 400, "max_length": 32}
 
@@ -46,8 +47,14 @@ def test_seq2seq_section(tmp_path):
         assert all(m["status"] == "done" for m in meta.values())
         assert meta[f"{task} seed 0"]["policy"].startswith(str(tmp_path / "seq2seq" / output))
     assert sorted(p.split("/")[-1] for p in report["png"]) == ["curves_synthetic_birthplace.png"] * 2
-    # Read back on a re-run: nothing is trained again, the same scores.
-    again = run_seq2seq(str(tmp_path), tasks=[task], seeds=[0], steps=4, pretrain_options=pretrain,
-                        learn_options=learn, workers=1, cost_steps=2)
+    # The suite on its own (maskpolicy bench --suite seq2seq) reads the same cells back.
+    suite = run_seq2seq_suite(str(tmp_path), preset="quick", seeds=1, steps=4, workers=1,
+                              sizes={"pretrain_options": pretrain, "learn_options": learn, "meta_steps": 2,
+                                     "cost_steps": 2})
     for output in OUTPUTS:
-        assert [c["score"] for c in again["grids"][output]["cells"]] == [c["score"] for c in report["grids"][output]["cells"]]
+        assert [c["score"] for c in suite["grids"][output]["cells"]] == [c["score"] for c in report["grids"][output]["cells"]]
+    text = (tmp_path / "table.md").read_text()
+    assert text.startswith("# seq2seq --quick") and "| learned-meta |" in text and "cost of each output format" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["formats"]) == set(OUTPUTS) and len(results["costs"]) == 2
+    assert "--suite seq2seq --quick --seeds 1 --steps 4" in text
