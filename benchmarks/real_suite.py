@@ -12,6 +12,10 @@
 3. SQuAD subset: a supervised policy trained on the answers of the training questions,
    scored (token precision / recall within the budget) on held-out questions' answers in
    the paragraphs; then closed-book cloze exact match after intermediate pre-training.
+4. SQuAD by generation (``squad_seq2seq``; not in the pretrained presets: no pretrained
+   encoder-decoder is available offline): a BART ``tiny`` general-pre-trained on WikiText-2
+   with the BERT's tokenizer, then intermediate denoising on the SQuAD paragraphs with output
+   ``spans`` and ``full`` per policy, closed-book QA by generation (``seq2seq_section.py``).
 
 Compute curves: for MR / SST-2 a classifier is fine-tuned from the model at
 ``probe_points`` points of each run (a cheaper fine-tuning than the final one, the
@@ -35,6 +39,8 @@ from maskpolicy.train.sources import SOURCES
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
 from .paired import compare_to_random
+from .seq2seq_section import records as seq2seq_records
+from .seq2seq_section import run_seq2seq
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
 from .tables import fmt, markdown_table
 from .transfer import check_transfer_seeds, run_transfer
@@ -53,13 +59,14 @@ FULL = dict(general_steps=6000, steps=1000, seeds=3, tasks=["mr", "sst2", "squad
             corpus_cap=None, finetune={"epochs": 3, "learning_rate": 5e-4}, selective={"max_examples": 3000},
             probe={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 4000}, probe_points=4,
             classifier={"epochs": 3, "learning_rate": 5e-4},
-            squad_policies=["none", "random", "salient_span", "learned-supervised"], transfer_seeds=1)
+            squad_policies=["none", "random", "salient_span", "learned-supervised"], transfer_seeds=1,
+            squad_seq2seq=["none", "random", "salient_span", "learned-supervised"])
 QUICK = dict(general_steps=600, steps=200, seeds=1, tasks=["mr", "squad"],
              policies=["none", "random", "selective", "learned-supervised"],
              corpus_cap=3000, finetune={"epochs": 2, "learning_rate": 5e-4, "max_train_examples": 3000},
              selective={"max_examples": 1000}, classifier={"epochs": 2, "learning_rate": 5e-4},
              probe={"epochs": 1, "learning_rate": 5e-4, "max_train_examples": 2000}, probe_points=2,
-             squad_policies=["random", "learned-supervised"])
+             squad_policies=["random", "learned-supervised"], squad_seq2seq=["random", "salient_span"])
 # A GPU (``--preset gpu``, defined, not yet run: no GPU was lent): a 4 x 256 model, longer
 # general and intermediate pre-training, 5 seeds, selective labels from every sentence.
 GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 5, "selective": {},
@@ -81,7 +88,8 @@ PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_ste
               "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
               "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
-              "squad_policies": ["none", "random", "salient_span", "learned-supervised"]}
+              "squad_policies": ["none", "random", "salient_span", "learned-supervised"],
+              "squad_seq2seq": []}  # no pretrained encoder-decoder offline: the seq2seq section is the full preset's
 PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
                     "eval_points": 6,
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
@@ -151,6 +159,10 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                               learn_options={**learn_options, "max_length": SQUAD_MAX_LENGTH}, workers=workers,
                               eval_points=eval_points))
     grids = [run_grid(spec, out) for spec in specs]
+    seq2seq = None
+    if "squad" in size["tasks"] and size.get("squad_seq2seq"):
+        seq2seq = run_squad_seq2seq(out, size, root=root, tokenizer=model, seeds=seed_list, steps=steps,
+                                    workers=workers, eval_points=eval_points)
     # Transfer: each task's supervised policy drives every other task's intermediate
     # pre-training (first seeds only; the diagonal and `random` are the grid's own cells).
     tasks = [t for spec in specs for t in spec.tasks]
@@ -186,11 +198,14 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                  markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
                                                               "learning s"])),
                 ("General model", general_line)]
+    if seq2seq is not None:
+        sections += seq2seq["sections"]
+        pngs += seq2seq["png"]
     if transfer is not None:
         sections.append(("Transfer (supervised policies; rows: whose policy, columns: the task pre-trained and scored)",
                          transfer["table"]))
         pngs += transfer["png"]
-    failures = failure_lines(cells) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
+    failures = failure_lines(cells + [c for g in (seq2seq or {}).get("grids", {}).values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
                                               for f in (transfer or {}).get("failures", []))
     failures = failures.strip()
     if failures:
@@ -214,10 +229,39 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
                                    "cells": cells, "learned": [g["learned"] for g in grids],
                                    "paired_to_random": paired.records(),
+                                   "seq2seq": None if seq2seq is None else {
+                                       "general": seq2seq["general"], "formats": seq2seq_records(seq2seq["grids"])},
                                    "transfer": None if transfer is None else {
                                        "scores": transfer["scores"], "rows": transfer["rows"],
                                        "failures": transfer["failures"]}}),
             "png": pngs, "grids": grids}
+
+
+def run_squad_seq2seq(out: str, size: dict, *, root: str, tokenizer: str, seeds: list[int], steps: int, workers: int,
+                      eval_points: int) -> dict:
+    """SQuAD by generation: a BART ``tiny`` general-pre-trained on WikiText-2 like the BERT
+    (random masking, same steps, the same tokenizer), then the seq2seq grid of both output
+    formats (``seq2seq_section.run_seq2seq``) on the SQuAD paragraphs, QA by generation."""
+    general = pretrain_cell(PretrainConfig(
+        task="wikitext2", data_dir=root, policy="random", arch="seq2seq", model="tiny", tokenizer=tokenizer,
+        steps=size["general_steps"], seed=0, batch_size=size.get("batch_size", 32), max_length=SQUAD_MAX_LENGTH,
+        learning_rate=1e-3, task_options={"max_words": MAX_WORDS}, eval_every=max(size["general_steps"] // 10, 1),
+        save_every=size["general_steps"], progress=False, out=os.path.join(out, "general", "wikitext2-bart")))
+    if general["status"] != "done":
+        raise DataError(f"general seq2seq pre-training on WikiText-2 failed: {general['error']}")
+    result = run_seq2seq(out, tasks=["squad"], seeds=seeds, steps=steps, workers=workers, cost_steps=0,
+                         pretrain_options={"data_dir": root, "batch_size": size.get("batch_size", 32),
+                                           "max_length": SQUAD_MAX_LENGTH,
+                                           **({"qa": size["qa"]} if "qa" in size else {})},
+                         learn_options={"data_dir": root, "max_length": SQUAD_MAX_LENGTH, "progress": False},
+                         policies=size["squad_seq2seq"], model=os.path.join(out, "general", "wikitext2-bart", "model"),
+                         eval_points=eval_points)
+    line = (f"BART tiny general-pre-trained on WikiText-2 for {size['general_steps']} steps (random masking, output "
+            f"spans, 1e-3): held-out denoising accuracy {general['metrics']['score']:.3f} "
+            f"({general['train_seconds']:.0f} s); then {steps} steps per cell on the SQuAD paragraphs.")
+    sections = [(heading.replace("Seq2seq", "SQuAD seq2seq", 1), f"{line}\n\n{body}" if i == 0 else body)
+                for i, (heading, body) in enumerate(result["sections"])]
+    return {**result, "sections": sections, "general": general.get("metrics")}
 
 
 def _policy_rows(grids: list[dict], tasks: list[str]) -> list[dict]:

@@ -36,19 +36,23 @@ SEQ2SEQ_PRETRAIN = {"arch": "seq2seq", "model": "tiny", "learning_rate": 1e-3}
 
 
 def run_seq2seq(out: str, *, tasks: list[str], seeds: list[int], steps: int, pretrain_options: dict,
-                learn_options: dict, workers: int, cost_steps: int = 20) -> dict:
+                learn_options: dict, workers: int, cost_steps: int = 20, policies: list[str] | None = None,
+                model: str = "tiny", eval_points: int = GridSpec.eval_points) -> dict:
     """Run (or read back) one grid per output format under ``out/seq2seq/<format>``;
-    returns ``{"sections", "grids", "costs", "png"}``."""
+    returns ``{"sections", "grids", "specs", "costs", "png"}``. ``model``: the BART preset
+    or a seq2seq checkpoint every cell starts from (and meta-learning differentiates through)."""
     grids, specs, pngs = {}, {}, []
     for output in OUTPUTS:
-        spec = GridSpec(tasks=tasks, policies=SEQ2SEQ_POLICIES, seeds=seeds, steps=steps,
-                        pretrain_options={**pretrain_options, **SEQ2SEQ_PRETRAIN, "output": output},
-                        learn_options={**learn_options, "arch": "seq2seq", "output": output}, workers=workers,
-                        curve_key="cloze_em")
+        learn = {**learn_options, "arch": "seq2seq", "output": output}
+        if model != "tiny":
+            learn["model"] = model
+        spec = GridSpec(tasks=tasks, policies=policies or SEQ2SEQ_POLICIES, seeds=seeds, steps=steps,
+                        pretrain_options={**pretrain_options, **SEQ2SEQ_PRETRAIN, "model": model, "output": output},
+                        learn_options=learn, workers=workers, curve_key="cloze_em", eval_points=eval_points)
         root = os.path.join(out, "seq2seq", output)
         grids[output], specs[output] = run_grid(spec, root), spec
         pngs += curve_plots(grids[output], spec, root, f"denoising cloze EM ({output})")
-    costs = format_costs(tasks[0], pretrain_options, steps=cost_steps, seed=seeds[0])
+    costs = format_costs(tasks[0], pretrain_options, steps=cost_steps, seed=seeds[0]) if cost_steps else []
     return {"sections": sections(grids, specs, costs), "grids": grids, "specs": specs, "costs": costs, "png": pngs}
 
 
@@ -127,7 +131,7 @@ def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = T
                **{_short(t): fmt([c["held_out"]["recall"] for key, c in grids[output]["learned"].get(method, {}).items()
                                   if key.rsplit(" seed ", 1)[0] == t and c["status"] == "done"
                                   and c.get("held_out", {}).get("recall") is not None]) for t in spec.tasks}}
-              for output in OUTPUTS for method in ("supervised", "meta")]
+              for output in OUTPUTS for method in ("supervised", "meta") if method in grids[output]["learned"]]
     out.append(("Seq2seq: learned policies' answer recall within the 15% budget, evaluation entities",
                 markdown_table(recall, ["method"] + [_short(t) for t in spec.tasks])))
     reach = []
@@ -136,8 +140,9 @@ def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = T
             reach.append({"policy": f"{row.pop('policy')} ({output})", **{_short(k): v for k, v in row.items()}})
     out.append(("Seq2seq: steps to reach random's final denoising cloze EM (fraction of random's steps)",
                 markdown_table(reach, ["policy"] + [_short(t) for t in spec.tasks])))
-    out.append(("Seq2seq: cost of each output format (side by side, same batches, one process, `random` masks)",
-                markdown_table(costs, COST_HEADER)))
+    if costs:
+        out.append(("Seq2seq: cost of each output format (side by side, same batches, one process, `random` masks)",
+                    markdown_table(costs, COST_HEADER)))
     return out
 
 

@@ -59,7 +59,8 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
                  policies=["none", "random", "selective", "learned-supervised"],
                  squad_policies=["random", "learned-supervised"],
                  finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12},
-                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini", transfer_seeds=1)
+                 probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini", transfer_seeds=1,
+                 squad_seq2seq=["random"], qa={"epochs": 1, "num_beams": 2})
     out = tmp_path / "out"
     run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
@@ -72,7 +73,14 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
     assert "from a configuration" in table and "General pre-training: WikiText-2" in table
     assert "mini BERT (4 x 256) from a configuration, general-pre-trained" in table  # the preset's model size reaches the runs
     assert "| squad | supervised |" in table and "| mr | supervised |" in table
+    # SQuAD by generation: a general BART with the same tokenizer, both output formats.
+    assert "## SQuAD seq2seq (BART tiny): closed-book QA exact match" in table and "BART tiny general-pre-trained" in table
+    assert "## SQuAD seq2seq, output full: paired difference" in table
     results = json.loads((out / "results.json").read_text())
+    for output in ("spans", "full"):
+        s2s = results["seq2seq"]["formats"][output]["cells"]
+        assert {c["policy"] for c in s2s} == {"random"} and all(c["status"] == "done" for c in s2s)
+        assert all(c["config"]["model"].endswith("wikitext2-bart/model") and "qa_em" in c["metrics"] for c in s2s)
     selective = [c for c in results["cells"] if c["policy"] == "selective"][0]
     assert selective["config"]["masking"]["fill_zero"] is False  # Train No Evil: only important tokens
     for cell in results["cells"]:  # downstream curve: fine-tuned probes at 2 of the 4 steps, MR only
