@@ -150,3 +150,28 @@ def test_maskpolicy_tokenizers_get_sentinels_after_their_ids(sentences, tmp_path
     assert set(out["labels"][:, 0].tolist()) == {sentinel_ids(tok)[0]}
     with pytest.raises(ConfigError, match="positive integer"):
         with_sentinels(tok, 0)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("output", ["spans", "full"])
+def test_corrupt_mask_records_which_position_each_target_token_reconstructs(tokenizer, sentences, output, side):
+    """``corrupt_mask(..., sources=True)``: for a given mask, ``target_source`` points every
+    reconstructing target token at the position it came from (either padding side); each
+    masked position exactly once; markers, end and unmasked copies -1."""
+    tokenizer.padding_side = side
+    try:
+        batch = padded_batch(tokenizer, sentences[:6])
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        mask = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(5)) < 0.3) & attention.bool()
+        collator = Seq2SeqMaskingCollator(tokenizer, "random", output=output)
+        out = collator.corrupt_mask(ids, attention, mask, sources=True)
+        assert side == "right" or not bool(attention[:, 0].all())  # really padded on the left
+    finally:
+        tokenizer.padding_side = "right"
+    source, labels = out["target_source"], out["labels"]
+    assert source.shape == labels.shape
+    for b in range(ids.shape[0]):
+        pointed = [(int(s), int(t)) for s, t in zip(source[b], labels[b]) if s >= 0]
+        assert sorted(s for s, _ in pointed) == mask[b].nonzero().flatten().tolist()
+        assert all(int(ids[b, s]) == t for s, t in pointed)
+    assert bool((source[labels == -100] == -1).all())
