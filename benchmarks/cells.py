@@ -115,6 +115,19 @@ def pretrain_cell(config) -> dict:
     if (done and _comparable(done.get("config") or {}) == _comparable(wanted) and "metrics" in done
             and done.get("input_digests") == digests):
         return {"status": "done", "reused": True, **done}
+    if (done and "metrics" in done and done.get("input_digests") == digests
+            and _training_part(done.get("config") or {}) == _training_part(wanted)
+            and os.path.isfile(os.path.join(config.out, "model", "config.json"))):
+        # Only how the trained model is evaluated changed: evaluate the saved model again.
+        try:
+            metrics = final_evaluation(config)
+        except Exception as err:  # noqa: BLE001
+            return _failure(config.out, wanted, err)
+        result = {**done, "config": wanted, "metrics": metrics,
+                  "reevaluated": sorted(k for k in EVALUATION_ONLY if (done["config"].get(k) != wanted.get(k)))}
+        write_json_atomic(path, result)
+        _clear_failure(config.out)
+        return {"status": "done", "reused": False, **result}
     try:
         result = pretrain(dataclasses.replace(config, overwrite=True))  # the cell decided to redo it
     except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
@@ -123,6 +136,36 @@ def pretrain_cell(config) -> dict:
     write_json_atomic(path, result)
     _clear_failure(config.out)
     return {"status": "done", "reused": False, **result}
+
+
+# Options that decide only the final evaluation of a pre-trained model, not its training: a
+# cell whose configuration differs in these alone is evaluated again from its saved model.
+EVALUATION_ONLY = ("qa", "finetune")
+
+
+def _training_part(config: dict) -> dict:
+    return {k: v for k, v in _comparable(config).items() if k not in EVALUATION_ONLY}
+
+
+def final_evaluation(config) -> dict:
+    """The final evaluation of the model a pre-training run saved in ``config.out/model``,
+    as ``train.pretrain`` computes it at the end of the run (same objective, same seed)."""
+    from maskpolicy.policies import get_policy
+    from maskpolicy.train.data import load_task
+    from maskpolicy.train.models import load_masked_lm, load_tokenizer
+    from maskpolicy.train.objectives import objective_for
+
+    model_dir = os.path.join(config.out, "model")
+    task = load_task(config)
+    tokenizer = load_tokenizer(model_dir)
+    objective = objective_for(config, get_policy("random", tokenizer), tokenizer)
+    if config.arch == "seq2seq":
+        from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
+
+        model = load_seq2seq_reporting(model_dir)[0]
+    else:
+        model = load_masked_lm(model_dir)
+    return objective.evaluate(model, tokenizer, task, quick=False, progress=config.progress)
 
 
 def baseline_cell(config) -> dict:

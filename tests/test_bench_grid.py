@@ -1,6 +1,7 @@
 """Policy grid, compute curves and suite dispatch, at toy sizes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -261,3 +262,29 @@ def test_removed_options_do_not_make_cells_stale():
     old = {"task": "mr", "mask": {"tau": 0.01, "head_learning_rate": 1e-3}}
     assert _comparable(old) == _comparable({"task": "mr", "mask": {"tau": 0.01}})
     assert _comparable(old) != _comparable({"task": "mr", "mask": {"tau": 0.02}})
+
+
+def test_a_changed_evaluation_option_evaluates_the_saved_model_again(tmp_path):
+    """Only ``qa`` (or ``finetune``) changed: the cell is not trained again, its saved model is
+    evaluated with the new option, and the numbers equal those of a run trained from scratch
+    with that option (the final evaluation is deterministic for a seed)."""
+    from maskpolicy.benchmarks.cells import pretrain_cell
+    from maskpolicy.train.config import PretrainConfig
+
+    def config(out, epochs):
+        return PretrainConfig(task="synthetic:birthplace", task_options={"num_entities": 24}, vocab_size=400,
+                              max_length=32, arch="seq2seq", model="tiny", policy="salient_span", steps=6,
+                              batch_size=8, eval_every=3, save_every=6, progress=False, out=str(tmp_path / out),
+                              qa={"epochs": epochs, "num_beams": 2})
+
+    first = pretrain_cell(config("a", 1))
+    again = pretrain_cell(config("a", 3))
+    assert not again["reused"] and again["reevaluated"] == ["qa"]
+    assert again["history"] == first["history"] and again["train_seconds"] == first["train_seconds"]  # not retrained
+    assert again["config"]["qa"]["epochs"] == 3
+    assert pretrain_cell(config("a", 3))["reused"]  # now read back as it is
+    fresh = pretrain_cell(config("b", 3))
+    assert {k: v for k, v in fresh["metrics"].items()} == again["metrics"]
+    # A training option changed: trained again.
+    changed = dataclasses.replace(config("a", 3), steps=4)
+    assert pretrain_cell(changed)["steps"] == 4
