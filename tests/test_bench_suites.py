@@ -75,7 +75,7 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
     assert "| squad | supervised |" in table and "| mr | supervised |" in table
     # SQuAD by generation: a general BART with the same tokenizer, both output formats.
     assert "## SQuAD seq2seq (BART tiny): closed-book QA exact match" in table and "BART tiny general-pre-trained" in table
-    assert "## SQuAD seq2seq, output full: paired difference" in table
+    assert "## SQuAD seq2seq: full - spans per policy" in table
     results = json.loads((out / "results.json").read_text())
     for output in ("spans", "full"):
         s2s = results["seq2seq"]["formats"][output]["cells"]
