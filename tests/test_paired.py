@@ -196,7 +196,8 @@ def test_real_suite_table_pairs_each_task_column_with_random(tmp_path, monkeypat
     monkeypatch.setattr(real_suite, "curve_plots", lambda *a, **k: [])
     real_suite.run_real(str(tmp_path), seeds=3, steps=4, workers=1,
                         sizes=dict(tasks=["mr", "squad"], policies=["none", "random", "selective", "learned-supervised"],
-                                   squad_policies=["random", "salient_span", "learned-supervised"], transfer_seeds=0))
+                                   squad_policies=["random", "salient_span", "learned-supervised"], transfer_seeds=0,
+                                   squad_seq2seq=[]))
     table = (tmp_path / "table.md").read_text()
     paired = _section(table, "Paired difference to random")
     assert "| policy | mr | squad |" in paired
