@@ -152,19 +152,14 @@ def final_evaluation(config) -> dict:
     as ``train.pretrain`` computes it at the end of the run (same objective, same seed)."""
     from maskpolicy.policies import get_policy
     from maskpolicy.train.data import load_task
-    from maskpolicy.train.models import load_masked_lm, load_tokenizer
-    from maskpolicy.train.objectives import objective_for
+    from maskpolicy.train.models import load_tokenizer
+    from maskpolicy.train.objectives import load_trained, objective_for
 
     model_dir = os.path.join(config.out, "model")
     task = load_task(config)
     tokenizer = load_tokenizer(model_dir)
     objective = objective_for(config, get_policy("random", tokenizer), tokenizer)
-    if config.arch == "seq2seq":
-        from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
-
-        model = load_seq2seq_reporting(model_dir)[0]
-    else:
-        model = load_masked_lm(model_dir)
+    model = load_trained(config.arch, model_dir)
     return objective.evaluate(model, tokenizer, task, quick=False, progress=config.progress)
 
 

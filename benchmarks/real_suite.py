@@ -205,7 +205,8 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
         sections.append(("Transfer (supervised policies; rows: whose policy, columns: the task pre-trained and scored)",
                          transfer["table"]))
         pngs += transfer["png"]
-    failures = failure_lines(cells + [c for g in (seq2seq or {}).get("grids", {}).values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
+    seq2seq_cells = [c for g in (seq2seq or {}).get("grids", {}).values() for c in g["cells"]]
+    failures = failure_lines(cells + seq2seq_cells) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
                                               for f in (transfer or {}).get("failures", []))
     failures = failures.strip()
     if failures:

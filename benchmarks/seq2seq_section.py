@@ -24,7 +24,7 @@ import os
 import statistics
 import time
 
-from .grid import GridSpec, grid_rows, run_grid, scores
+from .grid import GridSpec, grid_rows, run_grid
 from .paired import EXPLAIN_AGAIN, HEADING, compare_to_random, format_diff, paired_difference, seed_scores
 from .report import curve_plots, reach_rows
 from .tables import fmt, markdown_table
@@ -215,9 +215,3 @@ def format_costs(task_name: str, pretrain_options: dict, *, steps: int, seed: in
 def records(grids: dict) -> dict:
     """For ``results.json``: each format's cells and learned policies."""
     return {output: {"cells": g["cells"], "learned": g["learned"]} for output, g in grids.items()}
-
-
-def score_summary(grids: dict, task: str) -> dict:
-    """{(output, policy): mean score} (tests, README numbers)."""
-    return {(o, p): statistics.fmean(s) if (s := [x for x in scores(g, task, p) if x == x]) else float("nan")
-            for o, g in grids.items() for p in SEQ2SEQ_POLICIES}

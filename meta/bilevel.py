@@ -9,8 +9,8 @@ One meta-step:
 3. hypergradient ``g = dL_out(phi_K(w)) / dw`` [B, T] from one of the backends in
    ``hypergrad.py`` (K differentiable inner MLM steps, then the cloze loss). With an
    encoder-decoder LM (BART, T5) the inner steps are denoising steps on the explored spans
-   (``output`` "spans" or "full") and the outer loss is the answer's CE given the question
-   (``seq2seq_inner.py``);
+   (``output`` "spans" or "full") and the outer loss is the answer tokens' CE, the
+   question read as denoising or as question -> answer (``outer``; ``seq2seq_inner.py``);
    With ``context`` the candidates are masked softly in the input (``input_mask``, exactly
    [MASK] at the candidates), and ``g`` also holds the context side ``dL_out/du``: what
    hiding each candidate from the other tokens' inputs does downstream;
@@ -38,7 +38,7 @@ from maskpolicy.tasks.base import Task
 from maskpolicy.tasks.features import encode_cloze, encode_passages
 
 from .hypergrad import InnerConfig, hypergradient, prepare_for_meta
-from .seq2seq_inner import is_encoder_decoder, seq2seq_inner_batch, seq2seq_outer_batch
+from .seq2seq_inner import is_encoder_decoder, meta_collator, seq2seq_inner_batch, seq2seq_outer_batch
 from .targets import TARGET_RULES, balanced_weights, distill_targets, otsu_split  # noqa: F401  (otsu_split: re-export)
 
 
@@ -122,18 +122,17 @@ class PairedBatches:
         if not self.questions:
             raise DataError(f"task {task.name}: no training question shares a key with a corpus passage; "
                             "meta-learning pairs questions with the passages about the same thing")
-        self.passages, self.tokenizer, self.max_length = passages, tokenizer, max_length
+        self.passages, self.max_length = passages, max_length
         self.rng = random.Random(seed)
 
-    def sample(self, n: int, lm=None, output: str = "spans", form: str = "cloze") -> tuple[dict, dict]:
-        """(inner passages, outer questions); with an encoder-decoder ``lm`` the outer batch
-        is question -> answer generation (``seq2seq_inner.seq2seq_outer_batch``)."""
+    def sample(self, n: int, seq2seq=None, form: str = "cloze") -> tuple[dict, dict]:
+        """(inner passages, outer questions); with ``seq2seq`` (the meta-step's collator of
+        an encoder-decoder LM) the outer batch is ``seq2seq_inner.seq2seq_outer_batch``'s."""
         chosen = self.rng.sample(self.questions, min(n, len(self.questions)))
         rows = [i for q, _ in chosen for i in self.passages_by_key[q["key"]]]
         inner = self.pad([{"input_ids": self.passages[i]["input_ids"]} for i in rows])
-        if lm is not None and is_encoder_decoder(lm):
-            return inner, seq2seq_outer_batch(self.tokenizer, [q for _, q in chosen], self.max_length, lm,
-                                              form=form, output=output)
+        if seq2seq is not None:
+            return inner, seq2seq_outer_batch(seq2seq, [q for _, q in chosen], self.max_length, form=form)
         outer = self.pad([{"input_ids": q["input_ids"], "labels": q["labels"]} for q, _ in chosen])
         return inner, outer
 
@@ -172,6 +171,7 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / config.meta_steps))
     lm_optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr) if config.co_train == "mlm" else None
     lm_masker = Masker(policy, MaskingConfig(rate=config.rate))
+    corrupter = meta_collator(tokenizer, config.output, lm) if seq2seq else None  # given masks -> span corruption
     if seq2seq:  # co_train="mlm" for a seq2seq model: a denoising step on the policy's spans
         from maskpolicy.policies.seq2seq_collator import Seq2SeqMaskingCollator
 
@@ -180,15 +180,14 @@ def meta_learn(policy: LearnedPolicy, lm, task: Task, tokenizer, config: MetaCon
     history, skipped, snapshots = [], 0, {}
     bar = tqdm(range(1, config.meta_steps + 1), desc=f"meta ({config.backend})", disable=not progress)
     for step in bar:
-        inner, outer = batches.sample(config.outer_batch, lm, config.output, config.outer)
+        inner, outer = batches.sample(config.outer_batch, corrupter, config.outer)
         inner = explore(inner, policy, config.explore_rate, generator)
         policy.train()
         probs = policy(inner["original_ids"], inner["attention_mask"])  # [B, T], differentiable
         candidates = inner["labels"] != -100
         hyper_inner = {k: inner[k] for k in ("input_ids", "attention_mask", "labels")}
         if seq2seq:  # each run of candidates one marker; the decoder reconstructs them
-            hyper_inner = seq2seq_inner_batch(inner["original_ids"], inner["attention_mask"], candidates, tokenizer,
-                                              config.output, lm=lm)
+            hyper_inner = seq2seq_inner_batch(corrupter, inner["original_ids"], inner["attention_mask"], candidates)
         if config.context:  # unmasked ids, masked softly: same forward, plus d/du
             hyper_inner.update(input_ids=inner["original_ids"], mask_token_id=policy.vocab.mask_id)
         try:

@@ -1,7 +1,8 @@
 """The inner problem of a meta-step: weighted MLM loss, parameter selection, optimizer steps.
 
 Shapes used throughout (a masked LM; ``seq2seq_inner.py`` gives the encoder-decoder form,
-whose per-token losses come back in the same [B, T] positions): a batch is a dict of ``input_ids``, ``attention_mask`` (and optionally
+whose per-token losses come back in the same [B, T] positions): a batch is a dict of
+``input_ids``, ``attention_mask`` (and optionally
 ``token_type_ids``) and ``labels``, all [B, T]; ``labels`` is -100 where a position is not a
 candidate. Per-token weights ``w`` are [B, T] floats; only labelled positions matter.
 

@@ -85,11 +85,10 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
     from): the checkpoint ``model``, or a preset general-pre-trained briefly (random masking)
     on the task corpus, written under ``workdir``, so that it reads the language."""
     from maskpolicy.train.config import PretrainConfig
-    from maskpolicy.train.models import is_preset
+    from maskpolicy.train.objectives import is_arch_preset
     from maskpolicy.train.pretrain import pretrain
-    from maskpolicy.train.seq2seq_models import is_seq2seq_preset
 
-    if not (is_seq2seq_preset(config.model) if config.arch == "seq2seq" else is_preset(config.model)):
+    if not is_arch_preset(config.arch, config.model):
         return config.model
     tok_dir = os.path.join(workdir, "tokenizer")
     tokenizer.save_pretrained(tok_dir)
@@ -113,13 +112,12 @@ def warm_language_model(config: LearnConfig, tokenizer, workdir: str) -> str:
 def learn_tokenizer(config: LearnConfig, task):
     """The policy's tokenizer: it must be the tokenizer of the models the policy will drive
     (a policy refuses any other), so a checkpoint's own comes before one built from the task."""
-    from maskpolicy.train.models import is_preset, load_model_tokenizer, load_tokenizer
+    from maskpolicy.train.models import load_model_tokenizer, load_tokenizer
+    from maskpolicy.train.objectives import is_arch_preset
 
     if config.tokenizer:
         return load_tokenizer(config.tokenizer)
-    from maskpolicy.train.seq2seq_models import is_seq2seq_preset
-
-    if not (is_seq2seq_preset(config.model) if config.arch == "seq2seq" else is_preset(config.model)):
+    if not is_arch_preset(config.arch, config.model):
         return load_model_tokenizer(config.model)
     return tokenizer_for_task(task, vocab_size=config.vocab_size)
 
@@ -138,8 +136,7 @@ def refuse_several_processes() -> None:
 
 def learn(config: LearnConfig) -> dict:
     from maskpolicy.policies import MaskingConfig
-    from maskpolicy.train.models import load_masked_lm
-    from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
+    from maskpolicy.train.objectives import load_trained
 
     from .metrics import answer_recall, token_prf
     from .validate import validate_policies
@@ -162,7 +159,7 @@ def learn(config: LearnConfig) -> dict:
 
             torch.manual_seed(config.seed)
             lm_dir = warm_language_model(config, tokenizer, workdir)
-            lm = load_seq2seq_reporting(lm_dir)[0] if config.arch == "seq2seq" else load_masked_lm(lm_dir)
+            lm = load_trained(config.arch, lm_dir)
             policy = LearnedPolicy(tokenizer, **config.policy_options)
 
             def on_eval(p):

@@ -43,35 +43,41 @@ def is_encoder_decoder(lm) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def seq2seq_inner_batch(original_ids: torch.Tensor, attention_mask: torch.Tensor, candidates: torch.Tensor,
-                        tokenizer, output: str, lm=None) -> dict:
+def seq2seq_inner_batch(collator: Seq2SeqMaskingCollator, original_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        candidates: torch.Tensor) -> dict:
     """The inner batch for a seq2seq model from padded passages.
 
-    ``original_ids``, ``attention_mask``, ``candidates`` (bool): [B, T]. Returns the
-    collator's corruption of exactly the candidates (``Seq2SeqMaskingCollator.corrupt_mask``:
-    each run one marker, sentinels when the tokenizer has them, else its mask token):
-    ``input_ids`` / ``attention_mask`` [B, S], ``labels`` and ``decoder_input_ids`` [B, L],
-    ``target_source`` [B, L]; and ``weight_positions`` [B, T] (the candidates: where ``w`` counts).
+    ``original_ids``, ``attention_mask``, ``candidates`` (bool): [B, T]; ``collator`` built
+    with the model (``meta_collator``). Returns its corruption of exactly the candidates
+    (``Seq2SeqMaskingCollator.corrupt_mask``: each run one marker, sentinels when the
+    tokenizer has them, else its mask token): ``input_ids`` / ``attention_mask`` [B, S],
+    ``labels`` and ``decoder_input_ids`` [B, L], ``target_source`` [B, L]; and
+    ``weight_positions`` [B, T] (the candidates: where ``w`` counts).
     """
-    if lm is None or not hasattr(lm, "prepare_decoder_input_ids_from_labels"):
-        raise ConfigError("a seq2seq meta batch needs the model, to make decoder_input_ids from labels")
     candidates = candidates.bool() & attention_mask.bool()
-    collator = Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=lm)
     batch = collator.corrupt_mask(original_ids, attention_mask, candidates, sources=True)
     batch["weight_positions"] = candidates
     return batch
 
 
-def seq2seq_outer_batch(tokenizer, questions: list, max_length: int, lm, *, form: str = "cloze",
-                        output: str = "spans") -> dict:
+def meta_collator(tokenizer, output: str, lm) -> Seq2SeqMaskingCollator:
+    """The corruption of the inner and outer batches (given masks; the policy is not asked)."""
+    if lm is None or not hasattr(lm, "prepare_decoder_input_ids_from_labels"):
+        raise ConfigError("a seq2seq meta batch needs the model, to make decoder_input_ids from labels")
+    return Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=lm)
+
+
+def seq2seq_outer_batch(collator: Seq2SeqMaskingCollator, questions: list, max_length: int, *,
+                        form: str = "cloze") -> dict:
     """The outer batch: ``input_ids`` / ``attention_mask`` [B, S], ``labels`` and
     ``decoder_input_ids`` [B, L], labelled at the answer tokens only.
 
-    ``form="cloze"``: the question with its answer in place, the answer corrupted as one span
-    and reconstructed in the run's ``output`` format (the closed-book question read as the
-    denoising the inner step trains: ``train.seq2seq_evaluate.seq2seq_cloze_metrics``);
-    ``form="qa"``: question -> answer pairs (``train.generation_qa``'s fine-tuning encoding).
+    ``form="cloze"``: the question read as the denoising the inner step trains
+    (``train.seq2seq_evaluate.cloze_as_denoising``: its answer one masked span,
+    reconstructed in the collator's output format); ``form="qa"``: question -> answer pairs
+    (``train.generation_qa``'s fine-tuning encoding).
     """
+    tokenizer, lm = collator.tokenizer, collator.model
     if form == "qa":
         from maskpolicy.train.generation_qa import encode_qa, pad_rows
 
@@ -85,16 +91,11 @@ def seq2seq_outer_batch(tokenizer, questions: list, max_length: int, lm, *, form
         raise ConfigError(f"unknown outer form {form!r}; choose 'cloze' or 'qa'")
     from maskpolicy.policies import MaskingCollator
     from maskpolicy.tasks.features import encode_cloze
+    from maskpolicy.train.seq2seq_evaluate import cloze_as_denoising
 
     encoded = encode_cloze(tokenizer, questions, max_length=max_length)
     batch = MaskingCollator(tokenizer).pad([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in encoded])
-    answer = batch["labels"] != IGNORE_INDEX  # [B, T]
-    original = torch.where(answer, batch["labels"], batch["input_ids"])  # the answer in place
-    out = Seq2SeqMaskingCollator(tokenizer, "random", output=output, model=lm).corrupt_mask(
-        original, batch["attention_mask"], answer, sources=True)
-    source = out.pop("target_source")  # only the answer's tokens are scored
-    out["labels"] = torch.where(source >= 0, out["labels"], torch.full_like(out["labels"], IGNORE_INDEX))
-    return out
+    return cloze_as_denoising(collator, batch)
 
 
 def seq2seq_per_token_loss(lm, params: dict | None, batch: dict) -> torch.Tensor:

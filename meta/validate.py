@@ -70,11 +70,13 @@ def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: Validat
     (a seq2seq run, ``learn_config.arch``: the cloze read as denoising, ``seq2seq_cloze_metrics``)."""
     from maskpolicy.train.config import PretrainConfig
     from maskpolicy.train.evaluate import cloze_metrics
-    from maskpolicy.train.models import load_masked_lm, load_tokenizer
+    from maskpolicy.train.models import load_tokenizer
+    from maskpolicy.train.objectives import load_trained
     from maskpolicy.train.pretrain import pretrain
+    from maskpolicy.train.seq2seq_evaluate import seq2seq_cloze_metrics
 
     started = time.perf_counter()
-    arch = getattr(learn_config, "arch", "mlm")
+    arch = learn_config.arch
     output = learn_config.output if arch == "seq2seq" else None
     pretrain(PretrainConfig(task=learn_config.task, task_options=learn_config.task_options,
                             data_dir=learn_config.data_dir, policy=policy, model=lm_dir, out=out,
@@ -82,16 +84,11 @@ def _short_run(policy: str, lm_dir: str, out: str, learn_config, config: Validat
                             max_length=learn_config.max_length, seed=learn_config.seed, masking=masking,
                             arch=arch, output=output,
                             eval_every=0, save_every=0, evaluate=False, progress=False, overwrite=True))
+    model, tokenizer = load_trained(arch, os.path.join(out, "model")), load_tokenizer(lm_dir)
     if arch == "seq2seq":
-        from maskpolicy.train.seq2seq_evaluate import seq2seq_cloze_metrics
-        from maskpolicy.train.seq2seq_models import load_seq2seq_reporting
-
-        model = load_seq2seq_reporting(os.path.join(out, "model"))[0]
-        scores = seq2seq_cloze_metrics(model, load_tokenizer(lm_dir), questions, output=output,
-                                       max_length=learn_config.max_length)
+        scores = seq2seq_cloze_metrics(model, tokenizer, questions, output=output, max_length=learn_config.max_length)
     else:
-        model = load_masked_lm(os.path.join(out, "model"))
-        scores = cloze_metrics(model, load_tokenizer(lm_dir), questions, learn_config.max_length)
+        scores = cloze_metrics(model, tokenizer, questions, learn_config.max_length)
     return {k: round(v, 5) for k, v in scores.items()} | {"seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -18,7 +18,7 @@ from conftest import build_test_tokenizer
 from transformers import BartConfig, BartForConditionalGeneration
 
 from maskpolicy.meta.hypergrad import InnerConfig, hypergradient, per_token_loss, prepare_for_meta
-from maskpolicy.meta.seq2seq_inner import seq2seq_inner_batch, seq2seq_outer_batch
+from maskpolicy.meta.seq2seq_inner import meta_collator, seq2seq_inner_batch, seq2seq_outer_batch
 from maskpolicy.policies.errors import ConfigError, DataError
 from maskpolicy.policies.span_corruption import corrupt_spans, target_sources
 from maskpolicy.tasks.base import BLANK, ClozeQuestion
@@ -75,8 +75,9 @@ def passages(tokenizer):
 def data(request, tokenizer, lm):
     output, form = request.param.split("-")
     ids, attention, candidates = passages(tokenizer)
-    inner = seq2seq_inner_batch(ids, attention, candidates, tokenizer, output, lm=lm)
-    outer = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form=form, output=output)
+    collator = meta_collator(tokenizer, output, lm)
+    inner = seq2seq_inner_batch(collator, ids, attention, candidates)
+    outer = seq2seq_outer_batch(collator, QUESTIONS, 32, form=form)
     weights = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.9 + 0.05
     return output, ids, candidates, inner, outer, weights
 
@@ -131,16 +132,16 @@ def reference_step(lm, output, inner, outer, ids, candidates, weights, cfg: Inne
 def test_outer_batch_scores_the_answer_tokens_only(tokenizer, lm):
     answers = [tokenizer(q.answers[0], add_special_tokens=False)["input_ids"] for q in QUESTIONS]
     for output in ("spans", "full"):
-        outer = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="cloze", output=output)
+        outer = seq2seq_outer_batch(meta_collator(tokenizer, output, lm), QUESTIONS, 32, form="cloze")
         for b, answer in enumerate(answers):
             assert [t for t in outer["labels"][b].tolist() if t != -100] == answer
             assert not set(answer) & set(outer["input_ids"][b].tolist())  # the answer is hidden from the encoder
-    qa = seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="qa")
+    qa = seq2seq_outer_batch(meta_collator(tokenizer, "spans", lm), QUESTIONS, 32, form="qa")
     for b, answer in enumerate(answers):
         assert answer == [t for t in qa["labels"][b].tolist() if t not in (-100, tokenizer.cls_token_id,
                                                                           tokenizer.sep_token_id)]
     with pytest.raises(ConfigError, match="outer form"):
-        seq2seq_outer_batch(tokenizer, QUESTIONS, 32, lm, form="essay")
+        seq2seq_outer_batch(meta_collator(tokenizer, "spans", lm), QUESTIONS, 32, form="essay")
 
 
 def test_per_token_loss_scatters_each_candidates_reconstruction(lm, data):
@@ -205,7 +206,10 @@ def test_bad_inputs(lm, data, tokenizer):
     with pytest.raises(ConfigError, match="masked LMs only"):
         hypergradient(lm, inner, weights, outer, InnerConfig(), input_mask=candidates.double())
     with pytest.raises(ConfigError, match="unknown output format"):
-        seq2seq_inner_batch(ids, torch.ones_like(ids), candidates, tokenizer, "sentence", lm=lm)
-    empty = seq2seq_inner_batch(ids, torch.ones_like(ids), torch.zeros_like(candidates), tokenizer, "full", lm=lm)
+        meta_collator(tokenizer, "sentence", lm)
+    with pytest.raises(ConfigError, match="needs the model"):
+        meta_collator(tokenizer, "full", None)
+    empty = seq2seq_inner_batch(meta_collator(tokenizer, "full", lm), ids, torch.ones_like(ids),
+                                torch.zeros_like(candidates))
     with pytest.raises(DataError, match="no labelled positions"):
         hypergradient(lm, empty, weights, outer, InnerConfig())

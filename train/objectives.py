@@ -103,5 +103,24 @@ class Seq2SeqObjective:
 OBJECTIVES = {"mlm": MaskedLMObjective, "seq2seq": Seq2SeqObjective}
 
 
+def load_trained(arch: str, path: str):
+    """The model a run of ``arch`` ("mlm" | "seq2seq") saved at ``path`` (or any checkpoint
+    of that kind)."""
+    if arch == "seq2seq":
+        from .seq2seq_models import load_seq2seq_reporting
+
+        return load_seq2seq_reporting(path)[0]
+    from .models import load_masked_lm
+
+    return load_masked_lm(path)
+
+
+def is_arch_preset(arch: str, name: str) -> bool:
+    """Whether ``name`` is a size preset of ``arch`` (else a checkpoint or hub name)."""
+    from .seq2seq_models import is_seq2seq_preset
+
+    return is_seq2seq_preset(name) if arch == "seq2seq" else is_preset(name)
+
+
 def objective_for(config: PretrainConfig, policy, tokenizer):
     return OBJECTIVES[config.arch](config, policy, tokenizer)

@@ -45,14 +45,28 @@ def denoising_metrics(model, tokenizer, passages, *, output: str, max_length: in
     return {"denoise_accuracy": hits / max(total, 1), "denoise_loss": loss_sum / max(total, 1), "target_tokens": total}
 
 
+def cloze_as_denoising(collator: Seq2SeqMaskingCollator, batch: dict) -> dict:
+    """Padded cloze rows (``encode_cloze``: ``input_ids`` with the blank as mask tokens,
+    ``labels`` the answer ids there, ``attention_mask``; [B, T]) read as denoising: the
+    question with its answer in place, the answer corrupted as one span by ``collator``
+    (one marker) and reconstructed in its output format. ``labels`` [B, L] keep only the
+    answer's tokens (-100 elsewhere: markers, end token, copies), ``decoder_input_ids`` the
+    whole target. Used for scoring (below) and as the seq2seq meta-step's outer loss."""
+    answer = batch["labels"] != -100  # [B, T]
+    original = torch.where(answer, batch["labels"], batch["input_ids"])  # the answer in place
+    out = collator.corrupt_mask(original, batch["attention_mask"], answer, sources=True)
+    source = out.pop("target_source")  # [B, L]
+    out["labels"] = torch.where(source >= 0, out["labels"], torch.full_like(out["labels"], -100))
+    return out
+
+
 @torch.no_grad()
 def seq2seq_cloze_metrics(model, tokenizer, questions, *, output: str, max_length: int = 64,
                           batch_size: int = 64) -> dict:
-    """Cloze read as denoising, without fine-tuning: the question with its answer in place,
-    the answer's tokens corrupted as one span (one marker), the model's target in the run's
-    output format, teacher-forced. ``answer_nll``: mean CE of the answer tokens;
-    ``cloze_em``: every answer token predicted exactly. What ``evaluate.cloze_metrics`` is
-    for a masked LM (the selection score of ``meta.validate``)."""
+    """Cloze read as denoising (``cloze_as_denoising``), without fine-tuning, teacher-forced:
+    ``answer_nll``: mean CE of the answer tokens; ``cloze_em``: every answer token predicted
+    exactly. What ``evaluate.cloze_metrics`` is for a masked LM (the selection score of
+    ``meta.validate``)."""
     if not questions:
         return {"cloze_em": float("nan"), "answer_nll": float("nan")}
     from maskpolicy.tasks.features import encode_cloze
@@ -65,15 +79,10 @@ def seq2seq_cloze_metrics(model, tokenizer, questions, *, output: str, max_lengt
     model.eval()
     correct, nll, tokens = 0, 0.0, 0
     for batch in DataLoader(data.select_columns(["input_ids", "labels"]), batch_size=batch_size, collate_fn=pad):
-        labels = batch["labels"]  # [B, T]: the answer ids at the blank, -100 elsewhere
-        answer = labels != -100
-        original = torch.where(answer, labels, batch["input_ids"])  # the question with its answer in place
-        inputs = corrupt.corrupt_mask(original, batch["attention_mask"], answer, sources=True)
-        source = inputs.pop("target_source")  # [B, L]
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        target = inputs["labels"].cpu()
-        logits = model(**inputs).logits.float().cpu()  # [B, L, V]
-        scored = source >= 0  # the answer tokens in the target
+        inputs = {k: v.to(device) for k, v in cloze_as_denoising(corrupt, batch).items()}
+        target = inputs["labels"]  # [B, L], the answer tokens only
+        logits = model(**inputs).logits.float()  # [B, L, V]
+        scored = target != -100
         nll += float(torch.nn.functional.cross_entropy(logits[scored], target[scored], reduction="sum"))
         tokens += int(scored.sum())
         wrong = (logits.argmax(-1) != target) & scored
