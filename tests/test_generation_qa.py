@@ -7,8 +7,8 @@ import torch
 
 from maskpolicy.policies.errors import ConfigError
 from maskpolicy.tasks.base import ClozeQuestion
-from maskpolicy.train.generation_qa import (QAConfig, evaluate_generation_qa, exact_match, normalize_answer,
-                                            qa_scores, question_text, token_f1)
+from maskpolicy.train.generation_qa import (QAConfig, _hold_out, evaluate_generation_qa, exact_match, finetune_qa,
+                                            generate_answers, normalize_answer, qa_scores, question_text, token_f1)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -59,8 +59,58 @@ def test_a_tiny_bart_learns_to_answer_and_reports_long_answers(tokenizer):
                                   max_length=32)["answers_over_generation_limit"] == 1
 
 
+def _tiny_world(tokenizer):
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) >= 4)[:12]
+    return [ClozeQuestion(f"{w} is near [BLANK] .", [w]) for w in words]
+
+
+def test_the_kept_epoch_is_the_best_on_the_held_out_questions(tokenizer):
+    from maskpolicy.train.seq2seq_models import preset_seq2seq_model
+
+    torch.manual_seed(0)
+    questions = _tiny_world(tokenizer)
+    model = preset_seq2seq_model("tiny", tokenizer, 32)
+    config = QAConfig(epochs=12, learning_rate=1e-3, batch_size=4, max_new_tokens=4, dev_fraction=0.25, patience=3)
+    tuned, fit = finetune_qa(model, tokenizer, questions, config, max_length=32, seed=1)
+    _, dev = _hold_out(questions, 0.25, 1)
+    assert len(dev) == 3 and not set(q.text for q in dev) & set(q.text for q in _hold_out(questions, 0.25, 1)[0])
+    assert 1 <= fit["qa_epochs"] <= fit["qa_epochs_run"] <= 12
+    # Training stops `patience` epochs after the best one, or runs out of epochs.
+    assert fit["qa_epochs_run"] == 12 or fit["qa_epochs_run"] - fit["qa_epochs"] == 3
+    # The returned weights are the kept epoch's: they score its held-out exact match again.
+    again = qa_scores(generate_answers(tuned, tokenizer, dev, max_new_tokens=4, max_length=32), dev)["em"]
+    assert again == fit["qa_dev_em"]
+    # The input model is left as it was.
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 preset_seq2seq_model_state(tokenizer)))
+
+
+def preset_seq2seq_model_state(tokenizer):
+    from maskpolicy.train.seq2seq_models import preset_seq2seq_model
+
+    torch.manual_seed(0)
+    return list(preset_seq2seq_model("tiny", tokenizer, 32).state_dict().values())
+
+
+def test_without_a_hold_out_every_epoch_runs_and_the_last_is_kept(tokenizer):
+    from maskpolicy.train.seq2seq_models import preset_seq2seq_model
+
+    questions = _tiny_world(tokenizer)
+    model = preset_seq2seq_model("tiny", tokenizer, 32)
+    _, fit = finetune_qa(model, tokenizer, questions, QAConfig(epochs=3, dev_fraction=0.0, patience=1), max_length=32)
+    assert fit == {"qa_epochs": 3, "qa_epochs_run": 3, "qa_dev_em": None, "qa_dev_loss": None}
+    # Too few questions for a hold-out: all of them are fitted.
+    assert _hold_out(questions[:2], 0.2, 0) == (questions[:2], [])
+    fit_rows, dev = _hold_out(questions, 0.5, 0)
+    assert len(dev) == 6 and sorted(q.text for q in fit_rows + dev) == sorted(q.text for q in questions)
+
+
 def test_bad_qa_options():
     with pytest.raises(ConfigError, match="num_beams"):
         QAConfig(num_beams=0)
     with pytest.raises(ConfigError, match="learning_rate"):
         QAConfig(learning_rate=2)
+    with pytest.raises(ConfigError, match="dev_fraction"):
+        QAConfig(dev_fraction=1.0)
+    with pytest.raises(ConfigError, match="patience"):
+        QAConfig(patience=0)

@@ -77,14 +77,20 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def finetune_qa(model, tokenizer, questions: list[ClozeQuestion], config: QAConfig, *, max_length: int = 64,
-                seed: int = 0, progress: bool = False):
-    """A copy of ``model`` fine-tuned on question -> answer pairs (returned in eval mode)."""
+                seed: int = 0, progress: bool = False) -> tuple[torch.nn.Module, dict]:
+    """A copy of ``model`` fine-tuned on question -> answer pairs (in eval mode), and how its
+    epoch was chosen: ``config.dev_fraction`` of the questions are held out, and the weights
+    of the epoch with the best held-out greedy exact match are kept (ties: the lower answer
+    loss; ``patience`` epochs without a better one end training). Exact match, not loss,
+    because the two part ways: a few confidently wrong answers raise the loss while more
+    answers come out right. ``{"qa_epochs": kept epoch, "qa_epochs_run": epochs run,
+    "qa_dev_em", "qa_dev_loss": its held-out scores (None without a hold-out)}``."""
     if not questions:
         raise DataError("closed-book QA needs training questions to fine-tune on")
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
-    rows = encode_qa(tokenizer, questions[: config.max_train_examples] if config.max_train_examples else questions,
-                   max_length)
+    questions = questions[: config.max_train_examples] if config.max_train_examples else questions
+    fit, dev = _hold_out(questions, config.dev_fraction, seed)
     pad = tokenizer.pad_token_id
 
     def collate(batch):
@@ -92,20 +98,62 @@ def finetune_qa(model, tokenizer, questions: list[ClozeQuestion], config: QAConf
         labels = pad_rows([r["labels"] for r in batch], -100)
         return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long(), "labels": labels}
 
-    loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(encode_qa(tokenizer, fit, max_length), batch_size=config.batch_size, shuffle=True,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+    dev_rows = encode_qa(tokenizer, dev, max_length) if dev else []
+    dev_batches = [collate(dev_rows[i:i + 64]) for i in range(0, len(dev_rows), 64)]
     device = next(model.parameters()).device
     steps = config.epochs * len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    model.train()
-    for _ in tqdm(range(config.epochs), desc="qa fine-tune", disable=not progress, leave=False):
+    best = {"qa_epochs": 0, "qa_epochs_run": 0, "qa_dev_em": None, "qa_dev_loss": None}
+    best_state = None
+    for epoch in tqdm(range(1, config.epochs + 1), desc="qa fine-tune", disable=not progress, leave=False):
+        model.train()
         for batch in loader:
             model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-    return model.eval()
+        best["qa_epochs_run"] = epoch
+        if not dev:
+            best["qa_epochs"] = epoch
+            continue
+        em = qa_scores(generate_answers(model, tokenizer, dev, max_new_tokens=config.max_new_tokens,
+                                        max_length=max_length), dev)["em"]
+        loss = _mean_token_loss(model, dev_batches, device)
+        if best_state is None or (em, -loss) > (best["qa_dev_em"], -best["qa_dev_loss"]):
+            best.update(qa_epochs=epoch, qa_dev_em=em, qa_dev_loss=loss)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best["qa_epochs"] >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), best
+
+
+def _hold_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(fit, dev): a seeded ``fraction`` of the items held out; none when that is under one
+    item or would leave nothing to fit."""
+    n_dev = int(round(len(items) * fraction))
+    if n_dev < 1 or n_dev >= len(items):
+        return items, []
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [items[i] for i in order[n_dev:]], [items[i] for i in order[:n_dev]]
+
+
+@torch.no_grad()
+def _mean_token_loss(model, batches: list[dict], device) -> float:
+    """Answer-token cross-entropy averaged over every labelled token of ``batches``."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in batches:
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # [B, L, V]
+        labels = batch["labels"].to(device)
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                                   reduction="sum").item()
+        tokens += int((labels != -100).sum())
+    return total / max(tokens, 1)
 
 
 @torch.no_grad()
@@ -138,7 +186,7 @@ def evaluate_generation_qa(model, tokenizer, train: list[ClozeQuestion], evaluat
     config = config or QAConfig()
     if not evaluation:
         raise DataError("closed-book QA needs evaluation questions")
-    tuned = finetune_qa(model, tokenizer, train, config, max_length=max_length, seed=seed, progress=progress)
+    tuned, fit = finetune_qa(model, tokenizer, train, config, max_length=max_length, seed=seed, progress=progress)
     greedy = generate_answers(tuned, tokenizer, evaluation, max_new_tokens=config.max_new_tokens, max_length=max_length)
     beam = generate_answers(tuned, tokenizer, evaluation, num_beams=config.num_beams,
                             max_new_tokens=config.max_new_tokens, max_length=max_length)
@@ -146,6 +194,6 @@ def evaluate_generation_qa(model, tokenizer, train: list[ClozeQuestion], evaluat
                    if len(tokenizer(q.answers[0], add_special_tokens=False)["input_ids"]) + 1 > config.max_new_tokens)
     g, b = qa_scores(greedy, evaluation), qa_scores(beam, evaluation)
     return {"qa_em": g["em"], "qa_f1": g["f1"], "qa_em_beam": b["em"], "qa_f1_beam": b["f1"],
-            "answers_over_generation_limit": too_long, "generation_limit": config.max_new_tokens,
+            "answers_over_generation_limit": too_long, "generation_limit": config.max_new_tokens, **fit,
             "examples": [{"question": q.text, "gold": q.answers, "greedy": p, "beam": pb}
                          for q, p, pb in list(zip(evaluation, greedy, beam))[:5]]}
