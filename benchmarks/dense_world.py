@@ -77,7 +77,10 @@ def describe() -> str:
 
 
 MASK_HEADER = ["policy", "answer tokens masked", "answers masked whole", "subject tokens masked",
-               "other tokens masked", "masks per passage", "answer recall (learned)"]
+               "subject tokens masked where the answer is", "other tokens masked", "masks per passage",
+               "answer recall (learned)"]
+_PROFILE_KEYS = ("answer_masked", "answer_whole", "key_masked", "key_masked_with_answer", "other_masked",
+                 "masks_per_row")
 
 
 def mask_rows(grid: dict, spec: GridSpec, task_options: dict) -> list[dict]:
@@ -91,7 +94,7 @@ def mask_rows(grid: dict, spec: GridSpec, task_options: dict) -> list[dict]:
     if not done:
         return []
     tokenizer = load_tokenizer(os.path.join(done[0]["out"], "model"))
-    task = get_task(spec.tasks[0], **task_options)
+    task = get_task(spec.tasks[0], data_dir=spec.pretrain_options.get("data_dir"), **task_options)
     rows = []
     for policy in [p for p in spec.policies if p != "none"]:
         cells = [c for c in done if c["policy"] == policy and c["task"] == spec.tasks[0]]
@@ -101,13 +104,13 @@ def mask_rows(grid: dict, spec: GridSpec, task_options: dict) -> list[dict]:
         profiles = [mask_profile(get_policy(source, tokenizer), tokenizer, task, MaskingConfig(),
                                  max_length=spec.pretrain_options.get("max_length", 64)) for source in sources]
         row = {"policy": policy}
-        for name, key in zip(MASK_HEADER[1:6], ("answer_masked", "answer_whole", "key_masked", "other_masked",
-                                                "masks_per_row")):
-            row[name] = fmt([p[key] for p in profiles if p.get(key) is not None], 2)
+        for name, key in zip(MASK_HEADER[1:-1], _PROFILE_KEYS):
+            values = [p[key] for p in profiles if p.get(key) is not None]
+            row[name] = fmt(values, 2) if values else "-"  # no subject in the passages, or no answer masked whole
         recalls = [cell["held_out"].get("recall") for key, cell in grid["learned"].get(
             {"learned-supervised": "supervised", "learned-meta": "meta"}.get(policy, ""), {}).items()
             if cell.get("held_out")]
-        row[MASK_HEADER[6]] = fmt([r for r in recalls if r is not None], 3) if recalls else "-"
+        row[MASK_HEADER[-1]] = fmt([r for r in recalls if r is not None], 3) if recalls else "-"
         rows.append(row)
     return rows
 

@@ -12,7 +12,9 @@ seq2seq --output F``). Below the tables:
 
 - each row's paired difference to ``random`` per format, and ``full - spans`` per row
   (same seed, same policy);
-- answer recall of the learned policies;
+- answer recall of the learned policies, and what each policy's masks cover per format
+  (answer, subject, the subject where the answer is masked: with ``spans`` the decoder
+  learns a fact as a pair only when both are in its target);
 - compute curves: the evaluation questions read as denoising (``cloze_em``, no
   fine-tuning) along each run, and the share of ``random``'s steps to reach its final point;
 - cost of each format, measured side by side in one process on the same batches: decoder
@@ -24,6 +26,7 @@ import os
 import statistics
 import time
 
+from .dense_world import MASK_HEADER, mask_rows
 from .grid import GridSpec, grid_rows, run_grid
 from .paired import EXPLAIN_AGAIN, HEADING, compare_to_random, format_diff, paired_difference, seed_scores
 from .report import curve_plots, reach_rows
@@ -135,6 +138,13 @@ def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = T
               for output in OUTPUTS for method in ("supervised", "meta") if method in grids[output]["learned"]]
     out.append(("Seq2seq: learned policies' answer recall within the 15% budget, evaluation entities",
                 markdown_table(recall, ["method"] + [_short(t) for t in spec.tasks])))
+    for output in OUTPUTS:
+        # With `spans` the decoder sees only what is masked: whether the subject is masked with
+        # the answer decides whether the pair appears in one target sequence.
+        out.append((f"Seq2seq, output {output}: what the masks cover ({_short(spec.tasks[0])}, evaluation "
+                    "entities' passages, 3 draws per policy; learned rows: mean over the seeds' policies)",
+                    markdown_table(mask_rows(grids[output], specs[output], specs[output].pretrain_options.get("task_options") or {}),
+                                   MASK_HEADER)))
     reach = []
     for output in OUTPUTS:
         for row in reach_rows(grids[output], specs[output]):

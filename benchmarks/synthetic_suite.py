@@ -35,7 +35,7 @@ from .transfer import check_transfer_seeds, run_transfer
 
 RELATIONS = ["synthetic:birthplace", "synthetic:profession", "synthetic:colour", "synthetic:employer"]
 FULL = dict(tasks=RELATIONS, policies=list(GRID_POLICIES), seeds=3, steps=1000, meta_steps=300, transfer_seeds=1,
-            dense=True, fill_compare=True, seq2seq_tasks=RELATIONS[:1], seq2seq_steps=1500)
+            dense=True, fill_compare=True, seq2seq_tasks=RELATIONS[:1], seq2seq_steps=3000)
 QUICK = dict(tasks=RELATIONS[:2], policies=["none", "random", "span", "salient_span", "learned-supervised", "learned-meta"],
              seeds=1, steps=400, meta_steps=150, transfer_seeds=1, dense=True, fill_compare=False,
              seq2seq_tasks=RELATIONS[:1], seq2seq_steps=400)

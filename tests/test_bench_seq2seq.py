@@ -32,8 +32,14 @@ def test_seq2seq_section(tmp_path):
     for heading in ("Seq2seq (BART tiny): closed-book QA exact match", "Seq2seq: full - spans per policy",
                     "Seq2seq, output spans: paired difference", "Seq2seq, output full: paired difference",
                     "Seq2seq: learned policies' answer recall", "Seq2seq: steps to reach",
-                    "Seq2seq: cost of each output format"):
+                    "Seq2seq: cost of each output format", "Seq2seq, output spans: what the masks cover",
+                    "Seq2seq, output full: what the masks cover"):
         assert heading in table, heading
+    # What the masks cover: salient_span masks the answers (names of the world), random ~15% of them.
+    cover = table.split("output spans: what the masks cover")[1].split("##")[0]
+    salient = [float(v) for v in cover.split("| salient_span |")[1].split("\n")[0].split("|")[:4]]
+    randoms = [float(v) for v in cover.split("| random |")[1].split("\n")[0].split("|")[:4]]
+    assert salient[0] > 0.5 and 0.05 < randoms[0] < 0.3 and "failed" not in cover, cover
     main = table.split("closed-book QA exact match")[1].split("##")[0]
     assert all(f"| {p} |" in main for p in SEQ2SEQ_POLICIES)
     for output in OUTPUTS:
