@@ -39,6 +39,16 @@ def _parse_options(items: list[str], flag: str = "--policy-option") -> dict:
     return out
 
 
+def _leave_process_group() -> None:
+    """End a multi-process run's process group before the interpreter exits: a rank whose
+    gloo threads are still alive at exit can abort ("terminate called without an active
+    exception", seen once in a fresh-clone test run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def pretrain(args) -> int:
     from maskpolicy.train.config import PretrainConfig
     from maskpolicy.train.pretrain import pretrain as run
@@ -49,6 +59,7 @@ def pretrain(args) -> int:
             data.setdefault("masking", {})[key] = data.pop(key)
     config = PretrainConfig.from_dict(data)
     results = run(config)  # checks --out before any work (train/run_dir.check_run_dir)
+    _leave_process_group()
     if "process_index" in results:  # another rank of a multi-process run: the main process reports
         return 0
     print(f"{config.task} / {config.policy}: {_format_metrics(results.get('metrics', {})) or 'no evaluation'}")
