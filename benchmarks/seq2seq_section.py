@@ -13,8 +13,7 @@ seq2seq --output F``). Below the tables:
 - each row's paired difference to ``random`` per format, and ``full - spans`` per row
   (same seed, same policy);
 - answer recall of the learned policies, and what each policy's masks cover per format
-  (answer, subject, the subject where the answer is masked: with ``spans`` the decoder
-  learns a fact as a pair only when both are in its target);
+  (answer, subject, the subject where the answer is masked; ``meta.mask_profile``);
 - compute curves: the evaluation questions read as denoising (``cloze_em``, no
   fine-tuning) along each run, and the share of ``random``'s steps to reach its final point;
 - cost of each format, measured side by side in one process on the same batches: decoder
@@ -139,8 +138,7 @@ def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = T
     out.append(("Seq2seq: learned policies' answer recall within the 15% budget, evaluation entities",
                 markdown_table(recall, ["method"] + [_short(t) for t in spec.tasks])))
     for output in OUTPUTS:
-        # With `spans` the decoder sees only what is masked: whether the subject is masked with
-        # the answer decides whether the pair appears in one target sequence.
+        # With `spans` the decoder's target is only what is masked, so this is what it learns from.
         out.append((f"Seq2seq, output {output}: what the masks cover ({_short(spec.tasks[0])}, evaluation "
                     "entities' passages, 3 draws per policy; learned rows: mean over the seeds' policies)",
                     markdown_table(mask_rows(grids[output], specs[output], specs[output].pretrain_options.get("task_options") or {}),
