@@ -141,8 +141,8 @@ def sections(grids: dict, specs: dict, costs: list[dict], *, with_main: bool = T
         # With `spans` the decoder's target is only what is masked, so this is what it learns from.
         out.append((f"Seq2seq, output {output}: what the masks cover ({_short(spec.tasks[0])}, evaluation "
                     "entities' passages, 3 draws per policy; learned rows: mean over the seeds' policies)",
-                    markdown_table(mask_rows(grids[output], specs[output], specs[output].pretrain_options.get("task_options") or {}),
-                                   MASK_HEADER)))
+                    markdown_table(mask_rows(grids[output], specs[output],
+                                             specs[output].pretrain_options.get("task_options") or {}), MASK_HEADER)))
     reach = []
     for output in OUTPUTS:
         for row in reach_rows(grids[output], specs[output]):

@@ -34,7 +34,7 @@ class QAConfig:
     fine-tuning on the training questions, then greedy and beam-search answers.
 
     The number of epochs is chosen on held-out training questions, because no fixed count
-    serves every start: BART tiny pre-trained on the synthetic world's spans needed ~150
+    serves every start: BART tiny pre-trained on the synthetic world's spans needed about 200
     updates to stop appending a second span (EM 0.38 -> 0.95), while on SQuAD the same
     longer schedule overwrote what pre-training stored (EM 0.10 -> 0.05)."""
 
