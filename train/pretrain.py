@@ -22,10 +22,8 @@ General pre-training is the same call with a preset model and a general corpus
 from __future__ import annotations
 
 import os
-import random
 import time
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -47,6 +45,7 @@ from .head_warmup import warm_up_head
 from .models import LoadReport, check_model_tokenizer
 from .objectives import objective_for
 from .progress import library_progress_bars
+from .rng import untouched_random_state
 from .run_dir import RunLock, check_run_dir, clean_run_dir
 
 RESULTS_FILE = "results.json"
@@ -68,15 +67,12 @@ def downstream_probe(lm, tokenizer, task, config: PretrainConfig) -> float:
     with probes pre-trains exactly like one without."""
     from .finetune import finetune_classifier
 
-    python_state, numpy_state = random.getstate(), np.random.get_state()
     was_training = lm.training
     try:
-        with torch.random.fork_rng():
+        with untouched_random_state():
             result = finetune_classifier(lm, tokenizer, task, config.probe or config.finetune,
                                          max_length=config.max_length, seed=config.seed)
     finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
         lm.train(was_training)
     return result["accuracy"]
 
@@ -189,8 +185,12 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     task = load_task(config)
     tokenizer = resolve_tokenizer(config, task)
     dataset = corpus_dataset(tokenizer, task, config.max_length)
-    policy = build_policy(config, tokenizer, task, dataset)
-    objective = objective_for(config, policy, tokenizer)
+    # A learned policy's network is initialised before its weights load: that must not move
+    # the states that initialise the model and order the data, or its cells would not be
+    # paired with the heuristic cells of the same seed.
+    with untouched_random_state():
+        policy = build_policy(config, tokenizer, task, dataset)
+        objective = objective_for(config, policy, tokenizer)
     model, load_report = objective.build_model(tokenizer)
     check_model_tokenizer(model, tokenizer, config.max_length, config.model)
     if main:
