@@ -74,11 +74,11 @@ def test_other_seed_gives_other_run(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["mlm", "seq2seq"])
-def test_a_learned_policy_run_starts_from_the_same_model_and_data_as_a_heuristic_one(tmp_path, arch):
+def test_a_learned_policy_run_starts_from_the_same_model_as_a_heuristic_one(tmp_path, arch):
     # A policy network that gives every token probability 1 masks exactly as ``random`` does
     # (the same Gumbel draws from the same per-step generator). Building it initialises a
-    # network; that must not move the states that initialise the model and order the data,
-    # or learned-policy cells are not paired with the heuristic cells of their seed.
+    # network; that must not move the state that initialises the model, or learned-policy
+    # cells do not start from the model of the heuristic cells of their seed.
     options = {**SMALL, "evaluate": False, "steps": 6, "arch": arch, "eval_every": 0}
     heuristic = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "random"), **options))
     learned = pretrain(PretrainConfig(policy="learned", policy_options={"init_bias": 40.0},

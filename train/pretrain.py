@@ -186,8 +186,8 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     tokenizer = resolve_tokenizer(config, task)
     dataset = corpus_dataset(tokenizer, task, config.max_length)
     # A learned policy's network is initialised before its weights load: that must not move
-    # the states that initialise the model and order the data, or its cells would not be
-    # paired with the heuristic cells of the same seed.
+    # the state that initialises the model, or its cells would not start from the model of
+    # the heuristic cells of the same seed (the paired comparisons).
     with untouched_random_state():
         policy = build_policy(config, tokenizer, task, dataset)
         objective = objective_for(config, policy, tokenizer)

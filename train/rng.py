@@ -1,11 +1,12 @@
 """Work that must not move the global random states a run's seed fixes.
 
 A run seeds python, numpy and torch once (``set_seed``); what it draws afterwards fixes the
-model's initialisation and the first epoch's data order. Building a ``learned`` policy
-initialises a network before loading its weights, and a downstream probe fine-tunes a copy:
-both draw from those states. Run inside ``untouched_random_state()`` they leave them as
-they were, so a run with a learned policy (or with probes) starts from the same model and
-data order as a heuristic run of the same seed: what the paired comparisons assume.
+initialisation of a model built from a configuration (and of any new head); the data order
+has its own seeded sampler. Building a ``learned`` policy initialises a network before
+loading its weights, and a downstream probe fine-tunes a copy: both draw from those states.
+Run inside ``untouched_random_state()`` they leave them as they were, so a run with a
+learned policy (or with probes) starts from the same model as a heuristic run of the same
+seed: what the paired comparisons assume.
 """
 from __future__ import annotations
 
