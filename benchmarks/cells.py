@@ -39,7 +39,8 @@ def _comparable(config: dict) -> dict:
     # Each option added later with the value(s) that mean what a cell written before it did.
     defaults = {"mixed_precision": ("no",), "arch": ("mlm",), "output": (None, "spans"), "qa": (None,)}
     nested_defaults = {("supervised", "classifier", "max_train_examples"): None, ("meta", "output"): "spans",
-                       ("meta", "outer"): "cloze"}
+                       ("meta", "outer"): "cloze",
+                       ("finetune", "method"): "full", ("probe", "method"): "full"}
     removed = [("mask", "head_learning_rate")]  # options since removed (unused), whatever their value
     config = json.loads(json.dumps({k: v for k, v in config.items()
                                     if k not in ignored and not (k in defaults and v in defaults[k])}))

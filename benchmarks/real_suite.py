@@ -75,17 +75,18 @@ GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 
 # offline all-MiniLM-L6-v2 (6 x 384, ``--model minilm-l6``; a sentence encoder without an MLM
 # head). Its "general" stage is the head warm-up alone, body frozen, on WikiText-2 (0
 # general steps); intermediate pre-training and fine-tuning at BERT-style learning rates
-# (a pretrained body at 1e-3 would forget what it knows). About 10x the tiny model's compute
-# per token. Sizes from the --quick run's cells (one thread each beside a second worker):
-# about 1.7 s a training step at 32 x 64, 3 s an evaluation, 30-50 s a probe; estimated
-# per MR/SST-2 cell at 200 steps ~700 s with fine-tuning, ~500 s a SQuAD cell, plus the
-# supervised and selective learners: about 4 h for the 3 seeds with 2 workers (estimated,
-# not yet run; it resumes, so it may run in parts).
+# (a pretrained body at 1e-3 would forget what it knows). Measured with 2 workers of one
+# thread each: 3 s a training step at 32 x 64 (about 10x the tiny model), 2 s a fine-tuning
+# step, 45-65 s a linear probe on 2,000 sentences. The first sizing (200 steps, probes by a
+# 32-step fine-tuning) took 1,430 s a cell, about 8 h in all, and its probes read 0.54-0.70 on
+# MR for models alike (fine-tuning noise). Hence 100 steps, linear probes (``linear_probe.py``:
+# deterministic) at steps 50 and 100, and the final fine-tuning as before: about 740 s a
+# classification cell, 4 h in all with the learners (it resumes, so it may run in parts).
 PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_steps": 200, "learning_rate": 1e-4,
-              "steps": 200, "seeds": 3, "corpus_cap": 20000, "eval_points": 10,
+              "steps": 100, "seeds": 3, "corpus_cap": 20000, "eval_points": 10,
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
               "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
-              "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000}, "probe_points": 2,
+              "probe": {"method": "linear", "max_train_examples": 2000}, "probe_points": 2,
               "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
               "selective": {"max_examples": 600}, "transfer_seeds": 0,
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"],
@@ -94,7 +95,7 @@ PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds":
                     "eval_points": 6,
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
                     "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
-                    "probe": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 300},
+                    "probe": {"method": "linear", "max_train_examples": 500},
                     "classifier": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "selective": {"max_examples": 200}, "squad_policies": ["random", "salient_span"]}
 PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU, "pretrained": PRETRAINED, "pretrained-quick": PRETRAINED_QUICK}
@@ -178,7 +179,9 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     paired = compare_to_random(merged, tasks, policies)  # per task: MR / SST-2 accuracy, SQuAD cloze EM
     pngs = []
     probe = size["probe"]
-    probe_text = f"accuracy fine-tuned {probe['epochs']} epoch(s) on {probe['max_train_examples']} sentences"
+    examples = f"{probe['max_train_examples']:,} sentences" if probe.get("max_train_examples") else "all sentences"
+    probe_text = (f"accuracy of a linear probe (logistic regression on the frozen mean-pooled features) of {examples}"
+                  if probe.get("method") == "linear" else f"accuracy fine-tuned {probe['epochs']} epoch(s) on {examples}")
     reach = {}
     for spec, grid in zip(specs, grids):
         pngs += curve_plots(grid, spec, out, probe_text if spec.curve_key == "probe_accuracy" else "cloze EM")

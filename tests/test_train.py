@@ -157,13 +157,15 @@ def test_classification_task_from_files_is_fine_tuned_and_scored(tmp_path):
     assert 0.0 <= m["mlm_accuracy"] <= 1.0
 
 
-def test_downstream_probes_record_accuracy_without_changing_the_run(tmp_path):
+@pytest.mark.parametrize("probe", [{"epochs": 6, "batch_size": 16, "learning_rate": 1e-3},
+                                   {"method": "linear"}], ids=["full", "linear"])
+def test_downstream_probes_record_accuracy_without_changing_the_run(tmp_path, probe):
     task_dir = _classification_task(tmp_path)
     options = {**SMALL, "task": str(task_dir), "task_options": {}, "steps": 8, "eval_every": 2, "evaluate": False,
                "finetune": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3}}
     plain = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "plain"), **options))
-    probed = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "probed"), probe_every=4,
-                                     probe={"epochs": 6, "batch_size": 16, "learning_rate": 1e-3}, **options))
+    probed = pretrain(PretrainConfig(policy="random", out=str(tmp_path / "probed"), probe_every=4, probe=probe,
+                                     **options))
     assert [h["step"] for h in probed["history"] if "probe_accuracy" in h] == [4, 8]
     assert all(h["probe_accuracy"] >= 0.8 for h in probed["history"] if "probe_accuracy" in h)  # one word decides
     # Probes fine-tune copies and restore every random state: the pre-training is unchanged.

@@ -15,6 +15,9 @@ from maskpolicy.policies.errors import ConfigError
 from maskpolicy.policies.paths import read_text
 
 
+FINETUNE_METHODS = ("full", "linear")  # head-only and weight masking: ``finetune_run`` (``--method``)
+
+
 @dataclass
 class FinetuneConfig:
     """Fine-tuning for classification tasks (evaluation by accuracy)."""
@@ -23,9 +26,16 @@ class FinetuneConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4
     max_train_examples: int | None = None  # cap for quick runs
+    # "full": every weight trains; "linear": a logistic regression on the frozen encoder's
+    # mean-pooled features, fitted to convergence (``linear_probe.py``; epochs, batch_size
+    # and learning_rate do not apply): no randomness, one forward pass over the examples
+    # (the pretrained preset's downstream probes).
+    method: str = "full"
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "learning_rate")
+        if self.method not in FINETUNE_METHODS:
+            raise ConfigError(f"fine-tuning method must be one of {', '.join(FINETUNE_METHODS)}, got {self.method!r}")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from maskpolicy.tasks.base import Task
 from maskpolicy.tasks.features import encode_labeled
 
 from .config import FinetuneConfig
+from .linear_probe import linear_probe
 
 
 def classifier_from_lm(lm, num_labels: int):
@@ -51,11 +52,14 @@ def labelled_loader(tokenizer, examples, max_length, batch_size, shuffle, seed):
 def finetune_classifier(lm, tokenizer, task: Task, config: FinetuneConfig, *, max_length: int = 128,
                         seed: int = 0, progress: bool = False) -> dict:
     """Full fine-tuning of a classifier from ``lm`` (the ``full`` method of ``methods.py``
-    through the loop of ``adapt.py``), then accuracy on the evaluation split."""
+    through the loop of ``adapt.py``), then accuracy on the evaluation split; with
+    ``config.method == "linear"`` a linear probe of the frozen encoder instead."""
     from .adapt import classification_accuracy, train_task_model  # adapt builds on this module
     from .methods import FullFinetuning
     from .task_models import build_task_model
 
+    if config.method == "linear":
+        return linear_probe(lm, tokenizer, task, config, max_length=max_length)
     if not task.train or not task.eval:
         raise DataError(f"task {task.name} needs labelled train and eval examples for fine-tuning")
     set_seed(seed)
