@@ -76,23 +76,26 @@ GPU = {**FULL, "model": "mini", "general_steps": 20000, "steps": 3000, "seeds": 
 # head). Its "general" stage is the head warm-up alone, body frozen, on WikiText-2 (0
 # general steps); intermediate pre-training and fine-tuning at BERT-style learning rates
 # (a pretrained body at 1e-3 would forget what it knows). Measured with 2 workers of one
-# thread each: 3 s a training step at 32 x 64 (about 10x the tiny model), 2 s a fine-tuning
-# step, 45-65 s a linear probe on 2,000 sentences. The first sizing (200 steps, probes by a
-# 32-step fine-tuning) took 1,430 s a cell, about 8 h in all, and its probes read 0.54-0.70 on
-# MR for models alike (fine-tuning noise). Hence 100 steps, linear probes (``linear_probe.py``:
-# deterministic) at steps 50 and 100, and the final fine-tuning as before: about 740 s a
-# classification cell, 4 h in all with the learners (it resumes, so it may run in parts).
+# thread each: 2.75 s a training step at 32 x 64 (about 10x the tiny model), 0.9 s a
+# fine-tuning step, 45-65 s a linear probe on 2,000 sentences. The first sizing (200 steps,
+# probes by a 32-step fine-tuning) took 1,430 s a cell, about 8 h in all, and its probes read
+# 0.54-0.70 on MR for models alike (fine-tuning noise); the second (100 steps at batch 32,
+# linear probes of 2,000 sentences, fine-tuning 2 epochs on 3,000) took 581 s a `random`
+# cell and 300 s a `none` cell, 3.1 h estimated without SQuAD. Hence batch 16 (the head
+# warm-up too), 60 steps, linear probes (``linear_probe.py``: deterministic) of 1,500
+# sentences at steps 30 and 60, fine-tuning 1 epoch on 3,000 sentences, and the learners'
+# classifier 1 epoch on 3,000 with selective labels from 400 sentences: about 1.5 h in all.
 PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_steps": 200, "learning_rate": 1e-4,
-              "steps": 100, "seeds": 3, "corpus_cap": 20000, "eval_points": 10,
+              "batch_size": 16, "steps": 60, "seeds": 3, "corpus_cap": 20000, "eval_points": 6,
               "policies": ["none", "random", "span", "pmi", "selective", "learned-supervised"],
-              "finetune": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
-              "probe": {"method": "linear", "max_train_examples": 2000}, "probe_points": 2,
-              "classifier": {"epochs": 2, "learning_rate": 1e-4, "max_train_examples": 3000},
-              "selective": {"max_examples": 600}, "transfer_seeds": 0,
+              "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 3000},
+              "probe": {"method": "linear", "max_train_examples": 1500}, "probe_points": 2,
+              "classifier": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 3000},
+              "selective": {"max_examples": 400}, "transfer_seeds": 0,
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"],
               "squad_seq2seq": []}  # no pretrained encoder-decoder offline: the seq2seq section is the full preset's
-PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 60, "seeds": 1, "tasks": ["mr", "squad"],
-                    "eval_points": 6,
+PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 40, "seeds": 1, "tasks": ["mr", "squad"],
+                    "eval_points": 4,
                     "corpus_cap": 2000, "policies": ["none", "random", "selective", "learned-supervised"],
                     "finetune": {"epochs": 1, "learning_rate": 1e-4, "max_train_examples": 1000},
                     "probe": {"method": "linear", "max_train_examples": 500},
@@ -220,9 +223,9 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
              f"a small {model_name} BERT ({preset_shape(model_name)}) from a configuration, general-pre-trained on "
              "WikiText-2")
     title = (f"Real data, from {start}, then {steps} intermediate steps per cell on the in-domain "
-             f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch 32, mask budget 15%, seeds "
-             f"{', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
-             f"({size['finetune'].get('epochs', 3)} epochs); squad: closed-book cloze exact match. `none`: the general "
+             f"corpus (IMDB + Yelp for MR/SST-2; the SQuAD paragraphs for squad), batch {shared['batch_size']}, mask "
+             f"budget 15%, seeds {', '.join(map(str, seed_list))} (mean ± std). MR/SST-2: accuracy after fine-tuning "
+             f"({_finetune_text(size['finetune'])}); squad: closed-book cloze exact match. `none`: the general "
              "model without intermediate pre-training. `-`: not run for that task.")
     command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
                             transfer_seeds=transfer_seeds, data_dir=data_dir)
@@ -239,6 +242,12 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                                        "scores": transfer["scores"], "rows": transfer["rows"],
                                        "failures": transfer["failures"]}}),
             "png": pngs, "grids": grids}
+
+
+def _finetune_text(finetune: dict) -> str:
+    sentences = finetune.get("max_train_examples")
+    return (f"{finetune.get('epochs', 3)} epoch(s) on {f'{sentences:,} sentences' if sentences else 'all sentences'}"
+            f" at {finetune.get('learning_rate', 5e-4):g}")
 
 
 def run_squad_seq2seq(out: str, size: dict, *, root: str, tokenizer: str, seeds: list[int], steps: int, workers: int,
