@@ -201,3 +201,26 @@ def compare_to_random(grid: dict, tasks: list[str], policies: list[str]) -> Pair
                 scores[(policy, task)] = (seed_scores(grid, task, policy), seed_scores(grid, task, BASELINE))
                 entries[(policy, task)] = paired_difference(*scores[(policy, task)])
     return PairedTable(tasks=list(tasks), policies=rows, entries=entries, scores=scores)
+
+
+def compare_curves_to_random(grid: dict, tasks: list[str], policies: list[str], key: str) -> PairedTable:
+    """The same pairing at every evaluated step of the curve ``key`` (a cell's history entries
+    that carry it, e.g. the downstream probes): one column ``<task> @ <step>`` per step that
+    ``random`` recorded, each cell's score there being its ``key`` at that step."""
+    columns, cells = [], []
+    for task in tasks:
+        steps = sorted({h["step"] for c in grid["cells"] if c["task"] == task and c["policy"] == BASELINE
+                        and c["status"] == "done" for h in c.get("history", []) if key in h})
+        for step in steps:
+            column = f"{task} @ {step}"
+            columns.append(column)
+            for c in grid["cells"]:
+                if c["task"] != task:
+                    continue
+                value = next((h[key] for h in c.get("history", []) if h["step"] == step and key in h), None)
+                done = c["status"] == "done" and value is not None
+                cells.append({"task": column, "policy": c["policy"], "seed": c["seed"],
+                              "status": "done" if done else c["status"] if c["status"] == "n/a" else "failed",
+                              "score": value})
+    curve_policies = [p for p in policies if p != "none"]  # `none` has no pre-training, so no curve
+    return compare_to_random({"cells": cells}, columns, curve_policies)

@@ -38,7 +38,7 @@ from maskpolicy.train.sources import SOURCES
 
 from .cells import pretrain_cell
 from .grid import GridSpec, grid_rows, run_grid
-from .paired import compare_to_random
+from .paired import EXPLAIN_AGAIN, compare_curves_to_random, compare_to_random
 from .seq2seq_section import records as seq2seq_records
 from .seq2seq_section import run_seq2seq
 from .report import bench_command, curve_plots, failure_lines, reach_rows, write_suite
@@ -197,7 +197,12 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                     + f"{size['general_steps']} steps with random masking, held-out MLM accuracy "
                     f"{general['metrics']['score']:.3f} ({general['train_seconds']:.0f} s).")
     reach_table = markdown_table([{**{t: "-" for t in tasks}, **r} for r in reach.values()], ["policy"] + tasks)
-    sections = [*paired.section(),
+    probe_pairs = compare_curves_to_random({"cells": [c for g in grids for c in g["cells"]]},
+                                           classification, size["policies"], "probe_accuracy")
+    probe_section = probe_pairs.section(
+        f"Paired difference to random of the probes along the runs (MR/SST-2: {probe_text}), mean [95% CI] over "
+        "seeds; * = interval excludes zero", "Columns: task @ step. " + EXPLAIN_AGAIN) if probe_pairs.tasks else []
+    sections = [*paired.section(), *probe_section,
                 (f"Steps to reach random's final score (fraction of random's steps; MR/SST-2: the probes, "
                  f"{probe_text}, every {probe_every} steps)", reach_table),
                 ("Learned policies on held-out data (token precision / recall / F1 within the 15% budget)",
@@ -236,6 +241,7 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                           results={"specs": [s.__dict__ for s in specs], "general": general.get("metrics"),
                                    "cells": cells, "learned": [g["learned"] for g in grids],
                                    "paired_to_random": paired.records(),
+                                   "probes_paired_to_random": probe_pairs.records(),
                                    "seq2seq": None if seq2seq is None else {
                                        "general": seq2seq["general"], "formats": seq2seq_records(seq2seq["grids"])},
                                    "transfer": None if transfer is None else {

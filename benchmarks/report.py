@@ -37,10 +37,10 @@ def bench_command(base: str, preset: str, out: str, **flags) -> str:
 
 
 def reach_rows(grid: dict, spec: GridSpec) -> list[dict]:
-    """For each learned policy (and ``salient_span``): fraction of ``random``'s steps needed
-    to reach ``random``'s final score."""
+    """For each policy but ``random`` and ``none`` (no curve): fraction of ``random``'s steps
+    needed to reach ``random``'s final score."""
     rows = []
-    for policy in [p for p in spec.policies if p in LEARNED or p == "salient_span"]:
+    for policy in [p for p in spec.policies if p not in ("random", "none")]:
         row = {"policy": policy}
         for task in spec.tasks:
             row[task] = reach_fraction(grid, task, policy, key=spec.curve_key)["text"]

@@ -212,3 +212,30 @@ def test_real_suite_table_pairs_each_task_column_with_random(tmp_path, monkeypat
     results = json.loads((tmp_path / "results.json").read_text())
     selective = next(r for r in results["paired_to_random"] if r["policy"] == "selective")
     assert selective["n"] == 1 and selective["low"] is None and selective["seeds"][0]["seed"] == 1
+
+
+def test_curve_pairs_compare_each_evaluated_step_seed_for_seed():
+    from maskpolicy.benchmarks.paired import compare_curves_to_random
+
+    def cell(policy, seed, probes, status="done"):
+        history = [{"step": 10, "loss": 1.0}] + [{"step": step, "probe_accuracy": value} for step, value in probes]
+        return {"task": "mr", "policy": policy, "seed": seed, "status": status, "score": 0.5, "history": history}
+
+    base = {0: 0.60, 1: 0.70, 2: 0.65}
+    cells = [cell("random", s, [(30, base[s]), (60, base[s] + 0.01)]) for s in base]
+    # `early` is ahead at step 30 by 0.02 +- a little on every seed, level at step 60.
+    early_lead = {0: 0.019, 1: 0.021, 2: 0.020}
+    cells += [cell("early", s, [(30, base[s] + early_lead[s]), (60, base[s] + 0.01 + (0.01 if s == 0 else -0.005))])
+              for s in base]
+    cells += [cell("none", s, []) for s in base]  # no pre-training: no curve, no row
+    cells.append(cell("gappy", 0, [(30, 0.9), (60, 0.9)]))
+    cells.append(cell("gappy", 1, [], status="failed"))
+    table = compare_curves_to_random({"cells": cells}, ["mr"], ["none", "random", "early", "gappy"],
+                                     "probe_accuracy")
+    assert table.tasks == ["mr @ 30", "mr @ 60"] and table.policies == ["early", "gappy"]
+    at_30 = table.entries[("early", "mr @ 30")]
+    assert at_30.n == 3 and at_30.mean == pytest.approx(0.02) and at_30.excludes_zero
+    assert at_30.differences == pytest.approx(early_lead)
+    assert not table.entries[("early", "mr @ 60")].excludes_zero
+    gappy = table.entries[("gappy", "mr @ 30")]
+    assert gappy.n == 1 and gappy.differences == pytest.approx({0: 0.3})  # the failed seed drops out
