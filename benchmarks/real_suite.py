@@ -95,8 +95,8 @@ PRETRAINED = {**FULL, "model": "minilm-l6", "general_steps": 0, "head_warmup_ste
               "squad_policies": ["none", "random", "salient_span", "learned-supervised"],
               "squad_seq2seq": [],  # no pretrained encoder-decoder offline: the seq2seq section is the full preset's
               # The SQuAD learners' downstream validation (meta/validate.py: 300 steps per
-              # candidate and for a random baseline) would cost about 25 min a learner with
-              # minilm-l6 at 128 tokens; the grid's own SQuAD cells make that comparison (learned
+              # candidate and for a random baseline) ran past 7 min a learner with minilm-l6 at
+              # 128 tokens (10x the cells' steps); the grid's own SQuAD cells make that comparison (learned
               # against random, same start, same steps), so it is off here.
               "squad_validate": {"enabled": False}}
 PRETRAINED_QUICK = {**PRETRAINED, "head_warmup_steps": 50, "steps": 40, "seeds": 1, "tasks": ["mr", "squad"],
