@@ -189,7 +189,7 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
     paired = compare_to_random(merged, tasks, policies)  # per task: MR / SST-2 accuracy, SQuAD cloze EM
     pngs = []
     probe = size["probe"]
-    examples = f"{probe['max_train_examples']:,} sentences" if probe.get("max_train_examples") else "all sentences"
+    examples = _sentences_text(probe)
     probe_text = (f"accuracy of a linear probe (logistic regression on the frozen mean-pooled features) of {examples}"
                   if probe.get("method") == "linear" else f"accuracy fine-tuned {probe['epochs']} epoch(s) on {examples}")
     reach = {}
@@ -257,10 +257,13 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
             "png": pngs, "grids": grids}
 
 
-def _finetune_text(finetune: dict) -> str:
+def _sentences_text(finetune: dict) -> str:
     sentences = finetune.get("max_train_examples")
-    return (f"{finetune.get('epochs', 3)} epoch(s) on {f'{sentences:,} sentences' if sentences else 'all sentences'}"
-            f" at {finetune.get('learning_rate', 5e-4):g}")
+    return f"{sentences:,} sentences" if sentences else "all sentences"
+
+
+def _finetune_text(finetune: dict) -> str:
+    return f"{finetune.get('epochs', 3)} epoch(s) on {_sentences_text(finetune)} at {finetune.get('learning_rate', 5e-4):g}"
 
 
 def run_squad_seq2seq(out: str, size: dict, *, root: str, tokenizer: str, seeds: list[int], steps: int, workers: int,

@@ -76,7 +76,6 @@ def train_task_model(task_model: TaskModel, groups: list[dict], loader: DataLoad
 
 
 @torch.no_grad()
-@torch.no_grad()
 def classification_accuracy(model, tokenizer, examples, *, max_length: int, batch_size: int = 256) -> float:
     loader = labelled_loader(tokenizer, examples, max_length, batch_size, False, 0)
     device = next(model.parameters()).device
