@@ -129,9 +129,10 @@ def check_data(data_dir: str | None, tasks: list[str]) -> str:
 
 def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
              workers: int = 2, data_dir: str | None = None, transfer_seeds: int | None = None,
-             sizes: dict | None = None, command: str = "maskpolicy bench --suite real") -> dict:
+             sizes: dict | None = None, seq2seq: bool = True, command: str = "maskpolicy bench --suite real") -> dict:
     """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests); ``transfer_seeds``:
-    the transfer matrix on the first N seeds (default: the preset's; the quick preset has none)."""
+    the transfer matrix on the first N seeds (default: the preset's; the quick preset has none);
+    ``seq2seq=False`` (``--no-seq2seq``) skips the SQuAD-by-generation section."""
     started = time.perf_counter()
     size = {**PRESETS[preset], **(sizes or {})}
     seed_list = list(range(seeds or size["seeds"]))
@@ -170,9 +171,9 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                               workers=workers,
                               eval_points=eval_points))
     grids = [run_grid(spec, out) for spec in specs]
-    seq2seq = None
-    if "squad" in size["tasks"] and size.get("squad_seq2seq"):
-        seq2seq = run_squad_seq2seq(out, size, root=root, tokenizer=model, seeds=seed_list, steps=steps,
+    bart = None
+    if "squad" in size["tasks"] and size.get("squad_seq2seq") and seq2seq:
+        bart = run_squad_seq2seq(out, size, root=root, tokenizer=model, seeds=seed_list, steps=steps,
                                     workers=workers, eval_points=eval_points)
     # Transfer: each task's supervised policy drives every other task's intermediate
     # pre-training (first seeds only; the diagonal and `random` are the grid's own cells).
@@ -216,14 +217,14 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                  markdown_table(_policy_rows(grids, tasks), ["task", "method", "precision", "recall", "F1", "random recall",
                                                               "learning s"])),
                 ("General model", general_line)]
-    if seq2seq is not None:
-        sections += seq2seq["sections"]
-        pngs += seq2seq["png"]
+    if bart is not None:
+        sections += bart["sections"]
+        pngs += bart["png"]
     if transfer is not None:
         sections.append(("Transfer (supervised policies; rows: whose policy, columns: the task pre-trained and scored)",
                          transfer["table"]))
         pngs += transfer["png"]
-    seq2seq_cells = [c for g in (seq2seq or {}).get("grids", {}).values() for c in g["cells"]]
+    seq2seq_cells = [c for g in (bart or {}).get("grids", {}).values() for c in g["cells"]]
     failures = failure_lines(cells + seq2seq_cells) + "".join(f"\n- transfer {f['cell']}: {f['error']}"
                                               for f in (transfer or {}).get("failures", []))
     failures = failures.strip()
@@ -240,7 +241,7 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
              f"({_finetune_text(size['finetune'])}); squad: closed-book cloze exact match. `none`: the general "
              "model without intermediate pre-training. `-`: not run for that task.")
     command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
-                            transfer_seeds=transfer_seeds, data_dir=data_dir)
+                            transfer_seeds=transfer_seeds, data_dir=data_dir, no_seq2seq=not seq2seq)
     header = ["policy"] + tasks
     return {**write_suite(out, suite="real", title=title, sections=sections, rows=rows, header=header,
                           csv_rows=paired.csv_rows(rows), csv_header=paired.csv_header(header),
@@ -249,8 +250,8 @@ def run_real(out: str, *, preset: str = "full", seeds: int | None = None, steps:
                                    "cells": cells, "learned": [g["learned"] for g in grids],
                                    "paired_to_random": paired.records(),
                                    "probes_paired_to_random": probe_pairs.records(),
-                                   "seq2seq": None if seq2seq is None else {
-                                       "general": seq2seq["general"], "formats": seq2seq_records(seq2seq["grids"])},
+                                   "seq2seq": None if bart is None else {
+                                       "general": bart["general"], "formats": seq2seq_records(bart["grids"])},
                                    "transfer": None if transfer is None else {
                                        "scores": transfer["scores"], "rows": transfer["rows"],
                                        "failures": transfer["failures"]}}),

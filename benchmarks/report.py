@@ -31,8 +31,9 @@ def preset_flag(preset: str) -> str:
 def bench_command(base: str, preset: str, out: str, **flags) -> str:
     """The command line that reproduces a suite run, as written under its table: ``flags``
     (``transfer_seeds=2`` -> ``--transfer-seeds 2``) in the order given, those left at
-    their default (None) omitted."""
-    given = "".join(f" --{name.replace('_', '-')} {value}" for name, value in flags.items() if value is not None)
+    their default (None) omitted; ``no_seq2seq=True`` -> the bare switch ``--no-seq2seq``."""
+    given = "".join(f" --{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+                    for name, value in flags.items() if value is not None and value is not False)
     return f"{base}{preset_flag(preset)}{given} --out {out}"
 
 

@@ -49,7 +49,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
               seeds: int | None = None, transfer_seeds: int | None = None,
               steps: int | None = None, workers: int | None = None, policies: list[str] | None = None,
               task: str | None = None, seed: int | None = None, data_dir: str | None = None,
-              progress: bool = True) -> dict:
+              seq2seq: bool = True, progress: bool = True) -> dict:
     """Run a suite by name; options a suite does not take are refused with a clear error."""
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
@@ -71,6 +71,8 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     if transfer_seeds is not None and suite not in ("synthetic", "real"):
         raise ConfigError(f"--transfer-seeds: suite {suite!r} has no transfer matrix (synthetic, real)")
+    if not seq2seq and suite not in ("synthetic", "real"):
+        raise ConfigError(f"--no-seq2seq: suite {suite!r} has no seq2seq section (synthetic, real)")
     if suite == "quickstart":
         if seeds not in (None, 1):
             raise ConfigError("the quickstart suite runs one seed (--seed K); use --suite synthetic for several")
@@ -84,7 +86,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         from .real_suite import run_real
 
         return run_real(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2, data_dir=data_dir,
-                        transfer_seeds=transfer_seeds)
+                        transfer_seeds=transfer_seeds, seq2seq=seq2seq)
     if suite == "weightmask":
         if steps is not None:
             raise ConfigError("--steps: the weightmask suite trains by epochs (--quick for the small preset)")
@@ -106,7 +108,7 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
     from .synthetic_suite import run_synthetic
 
     return run_synthetic(out, preset=preset, seeds=seeds, steps=steps, workers=workers or 2,
-                         transfer_seeds=transfer_seeds)
+                         transfer_seeds=transfer_seeds, seq2seq=seq2seq)
 
 
 def run_quickstart(*, policies: list[str] | None = None, task: str | None = None,

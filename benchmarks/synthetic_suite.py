@@ -46,9 +46,10 @@ PRESETS = {"full": FULL, "quick": QUICK, "gpu": GPU}
 
 def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, steps: int | None = None,
                   workers: int = 2, transfer_seeds: int | None = None, sizes: dict | None = None,
-                  command: str = "maskpolicy bench --suite synthetic") -> dict:
+                  seq2seq: bool = True, command: str = "maskpolicy bench --suite synthetic") -> dict:
     """``preset``: full | quick | gpu; ``sizes`` overrides entries of it (tests); ``transfer_seeds``:
-    the transfer matrix on the first N seeds (default: the preset's)."""
+    the transfer matrix on the first N seeds (default: the preset's); ``seq2seq=False``
+    (``--no-seq2seq``) skips the seq2seq section (``--suite seq2seq`` runs it alone)."""
     started = time.perf_counter()
     size = {**PRESETS[preset], **(sizes or {})}
     seed_list = list(range(seeds or size["seeds"]))
@@ -67,13 +68,13 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
         dense = run_dense(out, tasks=spec.tasks[:1], seeds=seed_list, steps=steps, learn_options=learn_options,
                           workers=workers, builtin_root=out, builtin_pretrain=spec.pretrain_options,
                           compare_fills=size.get("fill_compare", False))
-    seq2seq = {"sections": [], "grids": {}, "costs": [], "png": []}
-    if size.get("seq2seq_tasks"):
-        seq2seq = run_seq2seq(out, tasks=size["seq2seq_tasks"], seeds=seed_list, steps=size["seq2seq_steps"]
+    bart = {"sections": [], "grids": {}, "costs": [], "png": []}
+    if size.get("seq2seq_tasks") and seq2seq:
+        bart = run_seq2seq(out, tasks=size["seq2seq_tasks"], seeds=seed_list, steps=size["seq2seq_steps"]
                               if steps == size["steps"] else steps,  # --steps N: every grid runs N
                               pretrain_options=spec.pretrain_options, learn_options=learn_options, workers=workers,
                               cost_steps=size.get("seq2seq_cost_steps", 20))
-    pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"] + seq2seq["png"]
+    pngs = curve_plots(grid, spec, out, "cloze EM") + transfer["png"] + bart["png"]
     rows = grid_rows(grid, spec)
     paired = compare_to_random(grid, spec.tasks, spec.policies)
     recall_rows = _recall_rows(grid, spec)
@@ -81,9 +82,9 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
         ("Steps to reach random's final score (fraction of random's steps)", markdown_table(reach_rows(grid, spec), ["policy"] + spec.tasks)),
         ("Learned policies: answer recall within the 15% budget, evaluation entities", markdown_table(recall_rows, ["method"] + spec.tasks)),
         ("Transfer", transfer["table"]),
-    ] + dense["sections"] + seq2seq["sections"]
+    ] + dense["sections"] + bart["sections"]
     failures = failure_lines(grid["cells"] + (dense["grid"]["cells"] if dense["grid"] else [])
-                             + [c for g in seq2seq["grids"].values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
+                             + [c for g in bart["grids"].values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
     if failures.strip():
         sections.append(("Failed cells", failures.strip()))
     title = (f"Synthetic world, tiny BERT (2 x 128) from a configuration (no pre-trained weights), {steps} intermediate "
@@ -92,7 +93,7 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
              "`selective` needs a classification task (n/a here). `whole_word` = `random` in this world "
              "(every word is one token).")
     command = bench_command(command, preset, out, seeds=seeds, steps=steps if steps != size["steps"] else None,
-                            transfer_seeds=transfer_seeds)
+                            transfer_seeds=transfer_seeds, no_seq2seq=not seq2seq)
     header = ["policy"] + spec.tasks
     return {**write_suite(out, suite="synthetic", title=title, sections=sections, rows=rows, header=header,
                           csv_rows=paired.csv_rows(rows), csv_header=paired.csv_header(header),
@@ -105,8 +106,8 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
                                                                "learned": dense["grid"]["learned"],
                                                                "fills": dense["fills"],
                                                                "paired_to_random": dense["paired"]},
-                                   "seq2seq": {"formats": seq2seq_records(seq2seq["grids"]),
-                                               "costs": seq2seq["costs"]}}),
+                                   "seq2seq": {"formats": seq2seq_records(bart["grids"]),
+                                               "costs": bart["costs"]}}),
             "png": pngs, "grid": grid, "transfer": transfer}
 
 

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")
     p.add_argument("--transfer-seeds", type=int, help="synthetic, real: the transfer matrix on the first N seeds "
                    "(default: the preset's, 1 for full)")
+    p.add_argument("--no-seq2seq", action="store_false", dest="seq2seq", default=None,
+                   help="synthetic, real: skip the seq2seq (BART) section, the longest part of the full presets "
+                   "(synthetic: --suite seq2seq runs it alone)")
     p.add_argument("--workers", type=int, help="cells run in this many one-thread processes (default 2)")
     p.add_argument("--out", help="output directory (default runs/SUITE); finished cells there are reused")
     p.add_argument("--policies", help="quickstart: comma-separated policies")

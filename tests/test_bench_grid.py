@@ -223,6 +223,9 @@ def test_bench_command_writes_the_flags_given_in_order_and_omits_defaults():
                           transfer_seeds=2, data_dir="../d")
             == "maskpolicy bench --suite real --quick --steps 200 --transfer-seeds 2 --data-dir ../d --out runs/q")
     assert bench_command("maskpolicy bench --suite synthetic", "gpu", "o") == "maskpolicy bench --suite synthetic --preset gpu --out o"
+    assert (bench_command("maskpolicy bench --suite real", "full", "o", seeds=3, no_seq2seq=True)
+            == "maskpolicy bench --suite real --seeds 3 --no-seq2seq --out o")  # a switch: no value after it
+    assert bench_command("maskpolicy bench --suite real", "full", "o", no_seq2seq=False) == "maskpolicy bench --suite real --out o"
 
 
 def test_quickstart_records_the_command_that_reproduces_it(tmp_path):

@@ -127,3 +127,22 @@ def test_perf_suite_reports_every_ratio_against_its_reference(tmp_path):
     assert {r["variant"] for r in rows if r["measure"].startswith("meta-step")} == {"plain", "plain*", "func", "higher", "fd"}
     assert [r["ratio"] for r in rows if r["variant"] in ("policy random", "random") ] == ["1.000", "1.00"]
     assert "fd against the exact hypergradient" in report["table"]
+
+
+def test_no_seq2seq_skips_the_bart_section_and_says_so_in_the_command(tmp_path):
+    sizes = dict(tasks=["synthetic:birthplace"], policies=["none", "random"], meta_steps=2, dense=False,
+                 pretrain_options={**WORLD, "batch_size": 4},
+                 learn_options={**WORLD, "validate": {"steps": 4}, "lm_warmup_steps": 2, "meta": {"outer_batch": 4}},
+                 seq2seq_tasks=["synthetic:birthplace"], seq2seq_steps=2)
+    report = run_synthetic(str(tmp_path), seeds=1, steps=2, workers=1, sizes=sizes, seq2seq=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seq2seq"]["formats"] == {} and "Seq2seq" not in report["table"]
+    assert not (tmp_path / "seq2seq").exists()  # no BART cell was trained
+    assert results["command"].endswith(f"--steps 2 --no-seq2seq --out {tmp_path}")
+
+
+def test_no_seq2seq_is_refused_for_suites_without_that_section(tmp_path):
+    from maskpolicy.cli import main
+
+    assert main(["bench", "--suite", "perf", "--quick", "--no-seq2seq", "--out", str(tmp_path / "p")]) == 2
+    assert not (tmp_path / "p").exists()
