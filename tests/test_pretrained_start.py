@@ -208,10 +208,17 @@ def test_the_pretrained_preset_of_the_real_suite(tmp_path, monkeypatch):
     probe_every = mr.pretrain_options["probe_every"]
     assert probe_every % (mr.steps // mr.eval_points) == 0 and mr.steps // probe_every >= 2
     assert mr.pretrain_options["probe"]["method"] == "linear"
+    # SQuAD on its own schedule (memorising paragraphs needs more steps than MR/SST-2 get).
+    squad = seen["specs"][1]
+    assert squad.tasks == ["squad"] and squad.steps == 300 and squad.pretrain_options["learning_rate"] == 3e-4
+    assert squad.pretrain_options["max_length"] == 128 and mr.steps == 60
     table = (tmp_path / "table.md").read_text()
     assert f"batch {real_suite.PRETRAINED['batch_size']}," in table and "1 epoch(s) on 3,000 sentences at 0.0001" in table
     assert "from pretrained minilm-l6" in table and "warmed up on WikiText-2 for 200 steps, body frozen" in table
     assert "--preset pretrained --out" in table
+    assert "the SQuAD paragraphs for squad, 300 steps at lr 0.0003), batch 16" in table
+    real_suite.run_real(str(tmp_path / "s"), preset="pretrained", workers=1, steps=20)
+    assert [spec.steps for spec in seen["specs"][2:]] == [20, 20]  # --steps N: every grid N steps
     # --preset pretrained --quick is the preset's small form, recorded as such.
     monkeypatch.setattr(real_suite, "run_real", lambda out, preset, **kw: {"table": "", "out": out, "preset": preset})
     assert suites.run_suite("real", preset="pretrained", quick=True, out=str(tmp_path / "q"))["preset"] == \
