@@ -60,9 +60,11 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
     spec = GridSpec(tasks=size["tasks"], policies=size["policies"], seeds=seed_list, steps=steps,
                     pretrain_options=size.get("pretrain_options", {}), learn_options=learn_options, workers=workers)
     grid = run_grid(spec, out)
-    transfer = run_transfer(spec.tasks, root=out, steps=steps, seeds=seed_list[: size["transfer_seeds"]],
-                            method="meta", pretrain_options=spec.pretrain_options, learn_options=learn_options,
-                            eval_points=spec.eval_points, workers=workers)
+    transfer = {"table": None, "png": [], "failures": [], "scores": {}, "rows": []}  # --transfer-seeds 0
+    if size["transfer_seeds"]:
+        transfer = run_transfer(spec.tasks, root=out, steps=steps, seeds=seed_list[: size["transfer_seeds"]],
+                                method="meta", pretrain_options=spec.pretrain_options, learn_options=learn_options,
+                                eval_points=spec.eval_points, workers=workers)
     dense = {"sections": [], "grid": None}
     if size.get("dense"):
         dense = run_dense(out, tasks=spec.tasks[:1], seeds=seed_list, steps=steps, learn_options=learn_options,
@@ -81,8 +83,7 @@ def run_synthetic(out: str, *, preset: str = "full", seeds: int | None = None, s
     sections = paired.section() + [
         ("Steps to reach random's final score (fraction of random's steps)", markdown_table(reach_rows(grid, spec), ["policy"] + spec.tasks)),
         ("Learned policies: answer recall within the 15% budget, evaluation entities", markdown_table(recall_rows, ["method"] + spec.tasks)),
-        ("Transfer", transfer["table"]),
-    ] + dense["sections"] + bart["sections"]
+    ] + ([("Transfer", transfer["table"])] if transfer["table"] else []) + dense["sections"] + bart["sections"]
     failures = failure_lines(grid["cells"] + (dense["grid"]["cells"] if dense["grid"] else [])
                              + [c for g in bart["grids"].values() for c in g["cells"]]) + "".join(f"\n- transfer {f['cell']}: {f['error']}" for f in transfer["failures"])
     if failures.strip():

@@ -25,11 +25,13 @@ from .tables import csv_text, fmt, markdown_table, mean_std, write_text
 
 def check_transfer_seeds(requested: int | None, preset: int, seeds: list[int]) -> int:
     """How many of ``seeds`` the transfer matrix runs on: ``requested`` (--transfer-seeds) or the
-    preset's count; more than the grid has would need policies the grid never learned."""
+    preset's count; more than the grid has would need policies the grid never learned; 0 runs no
+    transfer matrix."""
     if requested is None:
         return min(preset, len(seeds))
-    if not 1 <= requested <= len(seeds):
-        raise ConfigError(f"--transfer-seeds {requested}: must be between 1 and the number of seeds ({len(seeds)})")
+    if not 0 <= requested <= len(seeds):
+        raise ConfigError(f"--transfer-seeds {requested}: must be between 0 (no transfer matrix) and the number of "
+                          f"seeds ({len(seeds)})")
     return requested
 
 

@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the suite's)")
     p.add_argument("--steps", type=int, help="intermediate steps per cell (default: the suite's)")
     p.add_argument("--transfer-seeds", type=int, help="synthetic, real: the transfer matrix on the first N seeds "
-                   "(default: the preset's, 1 for full)")
+                   "(default: the preset's, 1 for full; 0: none)")
     p.add_argument("--no-seq2seq", action="store_false", dest="seq2seq", default=None,
                    help="synthetic, real: skip the seq2seq (BART) section, the longest part of the full presets "
                    "(synthetic: --suite seq2seq runs it alone)")

@@ -96,8 +96,8 @@ def test_curves_average_seeds_and_find_the_first_step_reaching_random():
     (dict(suite="quickstart", preset="gpu"), "suite 'quickstart' has no preset 'gpu'; presets: full, quick"),
     (dict(suite="synthetic", quick=True, preset="gpu"), "--quick and --preset gpu: choose one"),
     (dict(suite="perf", transfer_seeds=1), "--transfer-seeds: suite 'perf' has no transfer matrix"),
-    (dict(suite="synthetic", transfer_seeds=0), "--transfer-seeds 0: must be between 1 and the number of seeds (3)"),
-    (dict(suite="synthetic", seeds=2, transfer_seeds=3), "--transfer-seeds 3: must be between 1 and the number of seeds (2)"),
+    (dict(suite="synthetic", transfer_seeds=-1), "--transfer-seeds -1: must be between 0 (no transfer matrix) and the number of seeds (3)"),
+    (dict(suite="synthetic", seeds=2, transfer_seeds=3), "--transfer-seeds 3: must be between 0 (no transfer matrix) and the number of seeds (2)"),
     (dict(suite="real", quick=True, seeds=1, transfer_seeds=2, data_dir="nowhere"), "--transfer-seeds 2: must be between"),
 ])
 def test_bench_options_are_checked_before_anything_runs(tmp_path, kwargs, message):

@@ -134,11 +134,12 @@ def test_no_seq2seq_skips_the_bart_section_and_says_so_in_the_command(tmp_path):
                  pretrain_options={**WORLD, "batch_size": 4},
                  learn_options={**WORLD, "validate": {"steps": 4}, "lm_warmup_steps": 2, "meta": {"outer_batch": 4}},
                  seq2seq_tasks=["synthetic:birthplace"], seq2seq_steps=2)
-    report = run_synthetic(str(tmp_path), seeds=1, steps=2, workers=1, sizes=sizes, seq2seq=False)
+    report = run_synthetic(str(tmp_path), seeds=1, steps=2, workers=1, sizes=sizes, seq2seq=False, transfer_seeds=0)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seq2seq"]["formats"] == {} and "Seq2seq" not in report["table"]
     assert not (tmp_path / "seq2seq").exists()  # no BART cell was trained
-    assert results["command"].endswith(f"--steps 2 --no-seq2seq --out {tmp_path}")
+    assert results["command"].endswith(f"--steps 2 --transfer-seeds 0 --no-seq2seq --out {tmp_path}")
+    assert "## Transfer" not in report["table"] and not (tmp_path / "transfer").exists()  # --transfer-seeds 0: none
 
 
 def test_no_seq2seq_is_refused_for_suites_without_that_section(tmp_path):
