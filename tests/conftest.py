@@ -5,8 +5,9 @@ import random
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+
+from maskpolicy.tasks.tokenizer import build_tokenizer
 
 NAMES = ["Dravik", "Olmeth", "Velmora", "Quorvex", "Tamsin", "Brellow", "Isk", "Ardent"]
 WORDS = ("the a of was born in city people say that long ago it is known works as baker sailor "
@@ -26,16 +27,15 @@ def make_sentences(n: int = 400, seed: int = 0) -> list[str]:
 
 
 def build_test_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    # Small vocabulary on purpose: some names split into "##" pieces (tests word integrity).
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    """A cased WordPiece tokenizer over ``texts``, the same in every process.
+
+    Built with the library's own vocabulary learner: ``tokenizers``' WordPieceTrainer picks
+    its vocabulary in hash-map order, so a tokenizer trained with it differed from one test
+    process to the next and so did every model built on it (a finite-difference check
+    failed in a full run for that reason, and passed in the next). Small vocabulary on purpose: some names
+    split into "##" pieces (tests word integrity).
+    """
+    return build_tokenizer(texts, vocab_size=vocab_size, lowercase=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from maskpolicy.policies.heuristics.span import SpanPolicy, word_ordinals
 from maskpolicy.policies.pmi_table import PmiTable, build_pmi_table
 from maskpolicy.policies.registry import get_policy
 from maskpolicy.policies.sampler import sample_mask
+from maskpolicy.tasks.tokenizer import build_tokenizer as build_wordpiece
 
 NAMES = ["Velmora", "Tarsk", "Olvenhal", "Brisca", "Quenlow"]
 NOUNS = ["river", "market", "garden", "bridge", "tower", "school", "harbor", "museum", "forest", "valley"]
@@ -46,18 +47,8 @@ def make_sentences(n: int = 400, seed: int = 0) -> list[str]:
 
 
 def build_tokenizer(lowercase: bool = False):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
-    tok.train_from_iterator(make_sentences() + [" ".join(MONTHS)] * 30, trainer=trainer)
-    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    # The library's deterministic learner (tokenizers' WordPieceTrainer differs between processes).
+    return build_wordpiece(make_sentences() + [" ".join(MONTHS)] * 30, vocab_size=300, lowercase=lowercase)
 
 
 @pytest.fixture(scope="module")
