@@ -32,8 +32,8 @@ def build_test_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedT
     Built with the library's own vocabulary learner: ``tokenizers``' WordPieceTrainer picks
     its vocabulary in hash-map order, so a tokenizer trained with it differed from one test
     process to the next and so did every model built on it (a finite-difference check
-    failed in a full run for that reason, and passed in the next). Small vocabulary on purpose: some names
-    split into "##" pieces (tests word integrity).
+    failed in a full run for that reason, and passed in the next). Small vocabulary on
+    purpose: some names split into "##" pieces (tests word integrity).
     """
     return build_tokenizer(texts, vocab_size=vocab_size, lowercase=False)
 
