@@ -236,8 +236,10 @@ def _validation_summary(validation: dict) -> dict:
     """The kept candidate's downstream validation (scores, gains over the baseline, mask shares)."""
     if "candidates" not in validation:
         return validation
-    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"])
-    return {"selected": validation["selected"], "candidates": len(validation["candidates"]),
+    fill = validation.get("selected_fill")
+    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"]
+                and c.get("fill") == fill)
+    return {"selected": validation["selected"], "selected_fill": fill, "candidates": len(validation["candidates"]),
             "baseline": validation["baseline"], "kept": kept, "seconds": validation["seconds"]}
 
 

@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int)
     p.add_argument("--rate", type=float, help="mask rate (default 0.15)")
     p.add_argument("--fill", choices=["none", "ranking", "random"],
-                   help="what fills the budget beyond the tokens the policy selects (p >= 0.5): nothing (default), "
-                   "the policy's own ranking, or uniformly random tokens")
+                   help="what fills the budget beyond the tokens the policy selects (p >= 0.5): nothing, the "
+                   "policy's own ranking, or uniformly random tokens (default: the fill a learned policy was "
+                   "validated with, else none)")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
@@ -203,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--fill", choices=["none", "ranking", "random"],
-                   help="how the sampled mask fills the budget beyond the selected tokens (default: none)")
+                   help="how the sampled mask fills the budget beyond the selected tokens (default: the fill a "
+                   "learned policy was validated with, else none)")
     p.add_argument("--png", help="also write a heatmap PNG here")
     p.add_argument("--passages", type=int, metavar="N", help="with --task, instead of --text: the task's first N "
                    "corpus passages as pre-training sees them, gold-span tokens marked g (salient_span masks them)")

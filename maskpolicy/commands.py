@@ -131,8 +131,10 @@ def _validation_lines(validation: dict) -> str:
         shares = ", ".join(f"{name} {masks[key]:.2f}" for name, key in
                            (("answer tokens masked", "answer_masked"), ("subject tokens masked", "key_masked"))
                            if masks.get(key) is not None)
-        kept = "  <- kept" if row["candidate"] == validation["selected"] else ""
-        lines.append(f"  {row['candidate']}: answer NLL {row['answer_nll']:.3f} ({-row['nll_gain']:+.3f}), "
+        kept = ("  <- kept" if row["candidate"] == validation["selected"]
+                and row.get("fill") == validation.get("selected_fill") else "")
+        fill = f", fill {row['fill']}" if "fill" in row else ""
+        lines.append(f"  {row['candidate']}{fill}: answer NLL {row['answer_nll']:.3f} ({-row['nll_gain']:+.3f}), "
                      f"cloze EM {row['cloze_em']:.3f}{', ' + shares if shares else ''}{kept}")
     return "\n".join(lines)
 

@@ -187,6 +187,7 @@ def learn(config: LearnConfig) -> dict:
             report["validation"] = validate_policies(candidates, lm_dir, tokenizer, task, config, config.validate,
                                                      MaskingConfig(rate=rate))
             policy = dict(candidates)[report["validation"]["selected"]]
+            policy.fill = report["validation"]["selected_fill"]  # saved with it; pretrain uses it by default
         else:
             report["validation"] = {"skipped": f"validation scores cloze questions; {task.name} is {task.kind}"
                                     if config.validate.enabled else "off (validate.enabled: false)"}

@@ -102,5 +102,5 @@ def mask_profile(policy: MaskingPolicy, tokenizer, task: Task, masking: MaskingC
         "key_masked_with_answer": share("hidden_subject", "answered_rows"),
         "other_masked": share("other", "other_tokens"),
         "masks_per_row": share("masks", "rows"),
-        "passages": len(passages), "draws": draws, "fill": masking.fill,
+        "passages": len(passages), "draws": draws, "fill": masker.fill,
     }

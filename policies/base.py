@@ -27,6 +27,10 @@ class MaskingPolicy(nn.Module):
     """Base class. Subclasses implement ``scores`` and, when they keep units whole, ``units``."""
 
     name: str = "base"
+    fill: str | None = None
+    """The budget fill this policy was validated with (``sampler.FILL_MODES``), used by a
+    ``Masker`` whose config names none; None: the sampler's ``DEFAULT_FILL``. Heuristics
+    have none; a learned policy records what ``maskpolicy learn`` chose for its task."""
 
     def __init__(self, tokenizer=None, *, vocab: VocabInfo | None = None) -> None:
         super().__init__()

@@ -33,10 +33,11 @@ class MaskingCollator:
     when a batch needs padding; ``mlm=False`` gives ``labels = input_ids`` with -100 wherever
     the token is the pad id (when the tokenizer has one), as HF does.
 
-    What it adds: any masking ``policy``; an exact per-sequence budget (``fill``: ``"none"``,
-    the default, masks only the tokens a policy selects, which for ``random`` and the other
-    uniform heuristics is the whole budget; ``"ranking"``/``"random"`` fill it, see
-    ``sampler.py``); policy extras (per-token keys such as ``word_ids``, ``span_ids``) carried
+    What it adds: any masking ``policy``; an exact per-sequence budget (``fill``: ``"none"``
+    masks only the tokens a policy selects, which for ``random`` and the other uniform
+    heuristics is the whole budget; ``"ranking"``/``"random"`` fill it, see ``sampler.py``;
+    ``None``, the default, takes the fill a learned policy was validated with, else
+    ``"none"``); policy extras (per-token keys such as ``word_ids``, ``span_ids``) carried
     through padding and consumed by the policy, never handed to the model; ``collator.pad``
     (padding only, per-token keys, ``labels`` padded with -100).
 
@@ -84,7 +85,7 @@ class MaskingCollator:
         pad_to_multiple_of: int | None = None,
         whole_word_mask: bool = False,
         deterministic: bool = False,
-        fill: str = "none",
+        fill: str | None = None,
         seed: int | None = None,
         return_tensors: str = "pt",
         policy_options: dict | None = None,

@@ -52,7 +52,6 @@ def policy_view(policy: MaskingPolicy, tokenizer, text: str, *, rate: float = 0.
     word_ids = list(extras.pop("word_ids", None) or [-1 if w is None else w for w in enc.word_ids(0)])
     tensors = {"word_ids": torch.tensor([word_ids])}
     tensors.update({name: torch.tensor([list(values)]) for name, values in extras.items()})
-    fill = fill or MaskingConfig().fill  # the sampler's fill mode (default: what pre-training uses)
     masker = Masker(policy, MaskingConfig(rate=rate, deterministic=deterministic, fill=fill))
     with torch.no_grad():
         mask, probs = masker.select(enc["input_ids"], enc["attention_mask"],

@@ -18,7 +18,7 @@ from .base import MaskingPolicy
 from .configs import config_from_dict
 from .corruption import CorruptionConfig, corrupt, replacement_candidates
 from .errors import ConfigError, MaskpolicyError
-from .sampler import check_fill, check_rate, sample_mask
+from .sampler import DEFAULT_FILL, check_fill, check_rate, sample_mask
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 """Batch keys handed on to the model; every other key is a policy extra and is consumed."""
@@ -33,16 +33,18 @@ class MaskingConfig:
     fill_zero: bool = True  # fill the budget with zero-probability tokens when needed
     # What fills the budget beyond the tokens the policy selects (p >= select_threshold):
     # "none" (fewer masks), "ranking" (the policy's own tail) or "random" (uniform among the
-    # rest); see sampler.py. "none" by the downstream result (synthetic suite, "Budget
-    # filling"): dense world, 1,000 steps, cloze EM none / ranking: gold-span oracle 0.85 /
-    # 0.57, supervised 0.96 / 0.27. Policies that give every token p = 1 (random, whole_word,
-    # span) select everything, so the budget is exact for them whatever the mode.
-    fill: str = "none"
+    # rest); see sampler.py. None: the policy's own (a learned policy carries the fill its
+    # downstream validation chose for its task), else ``sampler.DEFAULT_FILL``. No fill is
+    # best everywhere: on the dense world the gold-span oracle scored 0.85 with "none" and
+    # 0.57 with "ranking", on a world with questions phrased unlike the corpus 0.22 with
+    # "none" and 0.70 with "random". Policies that give every token p = 1 (random,
+    # whole_word, span) select everything, so the budget is exact for them whatever the mode.
+    fill: str | None = None
     select_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         check_rate(self.rate)
-        check_fill(self.fill, self.select_threshold)
+        check_fill(DEFAULT_FILL if self.fill is None else self.fill, self.select_threshold)
         self.corruption  # validates the 80/10/10 split
 
     @property
@@ -57,6 +59,15 @@ class MaskingConfig:
         return asdict(self)
 
 
+def resolve_fill(config: MaskingConfig, policy: MaskingPolicy) -> str:
+    """The fill a run uses: the config's when it names one, else the policy's validated
+    choice, else ``DEFAULT_FILL``."""
+    if config.fill is not None:
+        return config.fill
+    chosen = getattr(policy, "fill", None)
+    return chosen if chosen is not None else DEFAULT_FILL
+
+
 class Masker:
     """Applies a policy to padded batches. Stateless apart from the policy's own weights."""
 
@@ -69,6 +80,7 @@ class Masker:
             raise ConfigError(f"expected a MaskingPolicy, got {type(policy).__name__}")
         self.policy = policy
         self.config = config or MaskingConfig()
+        self.fill = resolve_fill(self.config, policy)
         self.allow_empty_rows = allow_empty_rows
         self.candidates = replacement_candidates(policy.vocab.vocab_size, policy.vocab.special_ids)
         if self.config.random_replace_prob > 0 and self.candidates.numel() == 0:
@@ -103,7 +115,7 @@ class Masker:
             generator=generator,
             deterministic=self.config.deterministic,
             fill_zero=self.config.fill_zero,
-            fill=self.config.fill,
+            fill=self.fill,
             select_threshold=self.config.select_threshold,
         )
         return mask, probs

@@ -25,6 +25,7 @@ from . import artifacts
 from .base import MaskingPolicy
 from .errors import ConfigError
 from .registry import register_directory_loader, register_policy
+from .sampler import check_fill
 from .vocab import VocabInfo
 
 ENCODERS = ("transformer", "bigru")
@@ -54,6 +55,7 @@ class LearnedPolicy(MaskingPolicy):
         init_bias: float = -2.0,
         temperature: float = 1.0,
         max_length: int = 512,
+        fill: str | None = None,
     ) -> None:
         super().__init__(tokenizer, vocab=vocab)
         # Options are stored under their own names so that ``config()`` can report them;
@@ -78,6 +80,11 @@ class LearnedPolicy(MaskingPolicy):
         # to probabilities, so a trained policy whose non-targets keep ~0.1 each would
         # otherwise spend much of the budget on them. Training uses ``logits`` directly.
         self.temperature = float(temperature)
+        # The budget fill (sampler.FILL_MODES) validated for this policy's task by `learn`;
+        # a Masker whose config names no fill uses it. None: the sampler's default.
+        if fill is not None:
+            check_fill(fill, 0.5)
+        self.fill = fill
         if self.encoder == "transformer" and self.embedding_dim % self.num_heads:
             raise ConfigError(
                 f"learned: embedding_dim ({self.embedding_dim}) must be divisible by num_heads ({self.num_heads})"

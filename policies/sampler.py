@@ -20,8 +20,8 @@ fills the rest of the budget:
 - ``"random"``: the selected tokens first (drawn by probability when they exceed the
   budget), then uniformly at random among the tokens the policy does not select: the tail
   of the ranking is ignored, so it cannot hide anything systematically;
-- ``"none"`` (``MaskingConfig``'s default, what runs use; chosen by the downstream result,
-  see ``masker.py``): the selected tokens only, at most the budget: fewer masks when the
+- ``"none"`` (``DEFAULT_FILL``: what a run uses unless its config or its learned policy
+  names another, see ``masker.py``): the selected tokens only, at most the budget: fewer masks when the
   policy selects fewer (as selective masking does, and as salient span masking masks its
   spans only).
 
@@ -44,6 +44,10 @@ from .errors import ConfigError, MaskpolicyError
 _ZERO_KEY = -1.0e4  # key of zero-probability tokens: below log(p) for any usable p > 0
 _SELECTED = 1.0e5  # added to selected tokens' keys ("random" fill): above any unselected key
 FILL_MODES = ("ranking", "random", "none")
+DEFAULT_FILL = "none"
+"""The fill of a run whose config and policy name none (``MaskingConfig.fill = None`` and a
+policy without a validated choice). Learned policies carry the fill their downstream
+validation chose (``LearnedPolicy.fill``), which runs use unless the config names one."""
 
 
 def check_fill(fill: str, select_threshold: float) -> None:

@@ -45,7 +45,7 @@ def sentinel_ids(tokenizer) -> list[int]:
 class Seq2SeqMaskingCollator:
     def __init__(self, tokenizer, policy: str | MaskingPolicy = "random", *, output: str = "spans",
                  corruption: str | None = None, mlm_probability: float = 0.15, deterministic: bool = False,
-                 fill: str = "none", seed: int | None = None, model=None, label_pad_token_id: int = -100,
+                 fill: str | None = None, seed: int | None = None, model=None, label_pad_token_id: int = -100,
                  pad_to_multiple_of: int | None = None, return_tensors: str = "pt",
                  policy_options: dict | None = None) -> None:
         """``output``: "spans" | "full"; ``corruption``: "mask" (one mask token per span) |

@@ -2,6 +2,7 @@
 or ``get_task("path/to/task_dir")`` for a task defined in files (see ``files.py``).
 
 Names: ``synthetic`` (every relation of the synthetic world), ``synthetic:<relation>``,
+``synthetic-family:<world>[:<relation>]`` (a drawn world of the family, ``family.py``),
 the real sets of ``real.py`` (read from ``data_dir`` / ``$MASKPOLICY_DATA_DIR``), or a path.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import fields
 from maskpolicy.policies.errors import ConfigError, DataError
 
 from .base import Task
+from .family import PREFIX as FAMILY, build_family_task, parse_family_name
 from .files import load_task_from_files
 from .real import REAL_TASKS, load_real_task
 from .synthetic import TEMPLATES, SyntheticWorldConfig, build_synthetic_task
@@ -21,7 +23,7 @@ _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def available_tasks() -> list[str]:
-    return ["synthetic"] + [f"synthetic:{r}" for r in TEMPLATES] + list(REAL_TASKS)
+    return ["synthetic"] + [f"synthetic:{r}" for r in TEMPLATES] + [f"{FAMILY}:<world>[:<relation>]"] + list(REAL_TASKS)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -48,7 +50,8 @@ def get_task(name_or_path: str, data_dir: str | None = None, seed: int = 0, **op
     samples of real sets), deliberately not a run's seed: runs with seeds 0, 1, 2 train on the
     same data and share one tokenizer, so a policy learned once serves all of them.
     ``options`` go to the builder: ``SyntheticWorldConfig`` fields (``num_entities``,
-    ``eval_fraction``, ...) for synthetic tasks, ``max_words`` / ``max_corpus_passages``
+    ``eval_fraction``, ...) for synthetic tasks, ``FamilyKnobs`` fields for family worlds
+    (a knob fixed by hand), ``max_words`` / ``max_corpus_passages``
     for real ones; file tasks take none."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"the task's data seed must be an int, got {seed!r}")
@@ -60,6 +63,9 @@ def get_task(name_or_path: str, data_dir: str | None = None, seed: int = 0, **op
                               f"{', '.join('synthetic:' + r for r in TEMPLATES)}")
         _check_options(name, options, {f.name for f in fields(SyntheticWorldConfig)})
         task = build_synthetic_task(relation, SyntheticWorldConfig(seed=seed, **options))
+    elif name.startswith(FAMILY + ":"):
+        world, relation = parse_family_name(name)
+        task = build_family_task(world, relation, seed=seed, **options)
     elif name in REAL_TASKS:
         _check_options(name, options, _builder_options(load_real_task, "name", "data_dir"))
         task = load_real_task(name, data_dir=data_dir, seed=seed, **options)

@@ -144,7 +144,10 @@ def test_a_policy_transfers_to_another_relation_of_the_same_world_only(tmp_path,
 
 def test_validation_score_is_the_score_of_a_real_run(tmp_path):
     """The kept candidate's recorded answer NLL and EM are what an ordinary ``pretrain`` with
-    that policy, from the same start, seed and steps, gives on the same questions."""
+    that policy, from the same start, seed and steps, gives on the same questions: the saved
+    policy carries the fill its validation chose, and ``pretrain`` uses it."""
+    from maskpolicy.policies import LearnedPolicy
+    from maskpolicy.policies.sampler import FILL_MODES
     from maskpolicy.tasks.registry import get_task
     from maskpolicy.train.config import PretrainConfig
     from maskpolicy.train.evaluate import cloze_metrics
@@ -160,14 +163,19 @@ def test_validation_score_is_the_score_of_a_real_run(tmp_path):
                                meta={"meta_steps": 4, "outer_batch": 4, "eval_every": 4},
                                validate={"steps": 6, "candidates": 2, "batch_size": 8}))
     validation = report["validation"]
-    assert [c["candidate"] for c in validation["candidates"]] == ["meta-step 2", "meta-step 4"]
-    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"])
+    assert [(c["candidate"], c["fill"]) for c in validation["candidates"]] == [
+        (step, fill) for step in ("meta-step 2", "meta-step 4") for fill in FILL_MODES]
+    kept = next(c for c in validation["candidates"] if c["candidate"] == validation["selected"]
+                and c["fill"] == validation["selected_fill"])
     assert kept["answer_nll"] == min(c["answer_nll"] for c in validation["candidates"])
+    assert LearnedPolicy.from_pretrained(str(out)).fill == validation["selected_fill"]
     assert 0.0 <= kept["masks"]["key_masked"] <= 1.0 and kept["masks"]["answer_masked"] is not None
     # Re-run by hand: the saved (kept) policy, the same start, steps, batch and seed.
     run = tmp_path / "by-hand"
-    pretrain(PretrainConfig(**world, policy=str(out), model=str(start / "model"), steps=6, batch_size=8,
-                            learning_rate=1e-3, out=str(run), eval_every=0, save_every=0, evaluate=False, progress=False))
+    result = pretrain(PretrainConfig(**world, policy=str(out), model=str(start / "model"), steps=6, batch_size=8,
+                                     learning_rate=1e-3, out=str(run), eval_every=0, save_every=0, evaluate=False,
+                                     progress=False))
+    assert result["fill"] == validation["selected_fill"]
     task = get_task(world["task"], **world["task_options"])
     again = cloze_metrics(load_masked_lm(str(run / "model")), load_tokenizer(str(start / "model")), task.train, 32)
     assert again["answer_nll"] == pytest.approx(kept["answer_nll"], abs=1e-5)

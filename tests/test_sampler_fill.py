@@ -69,7 +69,7 @@ def test_fill_options_are_validated():
         MaskingConfig(fill="tail")
     with pytest.raises(ConfigError, match="select_threshold"):
         MaskingConfig(fill="random", select_threshold=0.0)
-    assert MaskingConfig().fill == "none"  # chosen by the downstream result (masker.py)
+    assert MaskingConfig().fill is None  # the policy's validated choice, else the sampler's DEFAULT_FILL
 
 
 def test_none_draws_exactly_the_ranking_mask_when_everything_is_selected():

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from maskpolicy.policies import MaskingCollator
+from maskpolicy.policies.masker import resolve_fill
 from maskpolicy.policies.errors import ArtifactError, ConfigError
 
 from .checkpoint import (latest_checkpoint, load_checkpoint, read_state, resume_differences, save_checkpoint,
@@ -292,6 +293,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
 
     lm = accelerator.unwrap_model(model)
     run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset),
+                "fill": resolve_fill(config.masking, policy),  # the config's, else the learned policy's choice
                 "processes": accelerator.num_processes, "head_warmup": head_warmup}
 
     def write_model(tmp: str) -> None:
