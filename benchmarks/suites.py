@@ -9,7 +9,9 @@
 - ``weightmask`` (``weightmask_suite.py``): weight masking against full fine-tuning and a
   trained head, bytes per task, serving memory, step time, interpolation;
 - ``seq2seq`` (``seq2seq_section.py``): the synthetic suite's seq2seq section on its own:
-  BART denoising with output ``spans`` and ``full`` per policy, closed-book QA by generation.
+  BART denoising with output ``spans`` and ``full`` per policy, closed-book QA by generation;
+- ``family`` (``family_suite.py``): drawn worlds of the family, tuning and held-out, random /
+  the oracle under every fill / the learned policies with the fill their validation chose.
 
 ``quickstart`` (the README's main job): intermediate pre-training of a ``tiny`` BERT on the
 built-in synthetic world with each heuristic policy at equal compute (same steps, batch,
@@ -29,7 +31,7 @@ from maskpolicy.train.config import PretrainConfig
 from .cells import pretrain_cell
 from .tables import markdown_table, write_text
 
-SUITES = ("quickstart", "synthetic", "real", "perf", "weightmask", "seq2seq")
+SUITES = ("quickstart", "synthetic", "real", "perf", "weightmask", "seq2seq", "family")
 
 QUICKSTART = {
     "quickstart": dict(
@@ -42,7 +44,8 @@ QUICKSTART = {
 
 
 PRESETS = {"quickstart": ("full", "quick"), "synthetic": ("full", "quick", "gpu"), "real": ("full", "quick", "gpu", "pretrained", "pretrained-quick"),
-           "perf": ("full", "quick"), "weightmask": ("full", "quick"), "seq2seq": ("full", "quick", "gpu")}
+           "perf": ("full", "quick"), "weightmask": ("full", "quick"), "seq2seq": ("full", "quick", "gpu"),
+           "family": ("full", "quick")}
 
 
 def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool = False, preset: str | None = None,
@@ -101,6 +104,13 @@ def run_suite(suite: str = "quickstart", *, out: str | None = None, quick: bool 
         return run_perf(out, quick=quick, data_dir=data_dir)
     if data_dir is not None:
         raise ConfigError(f"--data-dir: suite {suite!r} uses no data files")
+    if suite == "family":
+        if seeds is not None:
+            raise ConfigError("--seeds: the family suite runs seed 0 on every world and its preset's seeds on the "
+                              "hardest held-out worlds")
+        from .family_suite import run_family
+
+        return run_family(out, preset=preset, steps=steps, workers=workers or 2)
     if suite == "seq2seq":
         from .seq2seq_section import run_seq2seq_suite
 

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite and print its table")
     _add_config(p)
-    p.add_argument("--suite", help="quickstart (default) | synthetic | real | perf | weightmask | seq2seq")
+    p.add_argument("--suite", help="quickstart (default) | synthetic | real | perf | weightmask | seq2seq | family")
     p.add_argument("--data-dir", help="real: the data directory (default $MASKPOLICY_DATA_DIR, laid out as ../shared/data)")
     p.add_argument("--quick", action="store_true", default=None, help="the suite's small preset (about 5 minutes on 2 CPU cores)")
     p.add_argument("--preset", choices=["full", "quick", "gpu", "pretrained"], help="sizes: full (default), quick "

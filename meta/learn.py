@@ -53,6 +53,10 @@ class LearnConfig:
     meta: MetaConfig = field(default_factory=dict)  # a dict is completed with this config's seed, max_length
     validate: ValidateConfig = field(default_factory=dict)  # downstream validation of the candidates (validate.py)
     supervised: dict = field(default_factory=dict)  # SupervisedConfig options
+    # Also save every validated candidate (before its fill is chosen) under out/candidates/
+    # <n>-<label>, with its validation rows in the metadata: for studies of the validation
+    # itself (the family suite runs each one for the full length and ranks them).
+    keep_candidates: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -202,7 +206,23 @@ def learn(config: LearnConfig) -> dict:
     report["task"], report["method"] = task.name, config.method
     policy.save_pretrained(config.out, tokenizer=tokenizer,
                            metadata={"learn_config": config.to_dict(), "report": _jsonable(report)})
+    if config.keep_candidates:
+        save_candidates(candidates, report, tokenizer, config.out)
     return report
+
+
+def save_candidates(candidates: list, report: dict, tokenizer, out: str) -> None:
+    """Each candidate to ``out/candidates/<n>-<label>`` with fill None and its validation rows."""
+    rows = (report.get("validation") or {}).get("candidates", [])
+    for n, (label, candidate) in enumerate(candidates):
+        chosen = candidate.fill
+        candidate.fill = None
+        try:
+            candidate.save_pretrained(os.path.join(out, "candidates", f"{n}-{label.replace(' ', '-')}"),
+                                      tokenizer=tokenizer, metadata={"candidate": label, "validation": _jsonable(
+                                          [r for r in rows if r["candidate"] == label])})
+        finally:
+            candidate.fill = chosen
 
 
 def _jsonable(value):
