@@ -145,8 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-questions", choices=["train", "eval"],
                    help="questions that score the validation runs (default: train, so that the evaluation "
                    "questions stay unseen by the choice)")
+    p.add_argument("--validate-fills", metavar="FILLS", help="comma-separated budget fills tried with every "
+                   "candidate, the best (candidate, fill) pair kept and its fill saved with the policy "
+                   "(default: none,ranking,random)")
     p.add_argument("--no-validate", action="store_false", dest="validate_enabled", default=None,
                    help="skip the downstream validation (keep the last policy)")
+    p.add_argument("--keep-candidates", action="store_true", default=None,
+                   help="also save every validated candidate under OUT/candidates/ (for studies of the validation)")
     p.add_argument("--seed", type=int)
     p.add_argument("--data-dir")
     p.add_argument("--max-length", type=int)

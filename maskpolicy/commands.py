@@ -82,7 +82,10 @@ def learn(args) -> int:
         data.setdefault("supervised", {})["epochs"] = data.pop("epochs")
     if "classifier" in data:
         data.setdefault("supervised", {}).setdefault("classifier", {})["model"] = data.pop("classifier")
-    for flag, key in (("validate_steps", "steps"), ("validate_questions", "questions"), ("validate_enabled", "enabled")):
+    if isinstance(data.get("validate_fills"), str):
+        data["validate_fills"] = [f.strip() for f in data["validate_fills"].split(",") if f.strip()]
+    for flag, key in (("validate_steps", "steps"), ("validate_questions", "questions"), ("validate_enabled", "enabled"),
+                      ("validate_fills", "fills")):
         if flag in data:
             data.setdefault("validate", {})[key] = data.pop(flag)
     config = LearnConfig.from_dict(data)

@@ -76,10 +76,23 @@ def test_nan_meta_step_is_skipped_and_reported(tmp_path, monkeypatch):
 def test_supervised_via_cli_and_show(tmp_path, capsys):
     out = tmp_path / "sup"
     code = main(["learn", "--task", "synthetic:birthplace", "--method", "supervised", "--out", str(out),
-                 "--epochs", "5", "--quiet", "--validate-steps", "4"])
+                 "--epochs", "5", "--quiet", "--validate-steps", "4", "--validate-fills", "none,random",
+                 "--keep-candidates"])
     printed = capsys.readouterr().out
     assert code == 0 and "recall" in printed
-    assert "validation (4 pre-training steps each" in printed and "<- kept" in printed
+    assert "validation (4 pre-training steps each" in printed and printed.count("<- kept") == 1
+    assert "final, fill none:" in printed and "final, fill random:" in printed
+    config = json.loads((out / "policy_config.json").read_text())
+    chosen = config["options"]["fill"]
+    assert chosen == config["metadata"]["report"]["validation"]["selected_fill"] in ("none", "random")
+    kept = json.loads((out / "candidates" / "0-final" / "policy_config.json").read_text())
+    assert kept["options"]["fill"] is None and [r["fill"] for r in kept["metadata"]["validation"]] == ["none", "random"]
+    for given, used in ((None, chosen), ("ranking", "ranking")):  # the saved fill, unless --fill says otherwise
+        run = tmp_path / f"run-{given}"
+        argv = ["pretrain", "--task", "synthetic:birthplace", "--policy", str(out), "--out", str(run), "--steps", "1",
+                "--batch-size", "4", "--no-evaluate", "--quiet"] + (["--fill", given] if given else [])
+        assert main(argv) == 0
+        assert json.loads((run / "results.json").read_text())["fill"] == used
     assert main(["show", "--policy", str(out), "--text", "people say Dravik grew up in Velmora ."]) == 0
     assert "learned" in capsys.readouterr().out
 
