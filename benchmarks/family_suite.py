@@ -38,7 +38,8 @@ from maskpolicy.policies.sampler import DEFAULT_FILL, FILL_MODES
 from maskpolicy.tasks.family import draw_knobs, main_task, parse_family_name
 from maskpolicy.tasks.family_lexicon import ARCHETYPES
 
-from .grid import GridSpec, run_grid
+from .cells import run_cells
+from .grid import GridSpec, pretrain_config, run_grid
 from .paired import compare_to_random
 from .report import bench_command, failure_lines, write_suite
 from .tables import fmt, markdown_table
@@ -76,6 +77,8 @@ def run_family(out: str, *, preset: str = "full", steps: int | None = None, work
 
     first = grids(tasks, [0])
     table = world_rows(first, tasks, worlds)
+    transfer = run_transfer_pairs(GridSpec(tasks=tasks, policies=["random"], seeds=[0], **base), out,
+                                  first["main"]["learned"], [t for t, s in zip(tasks, worlds.values()) if s == "held-out"])
     study = None
     if size["study"]:
         tuning = [t for t, s in zip(tasks, worlds.values()) if s == "tuning"]
@@ -97,11 +100,14 @@ def run_family(out: str, *, preset: str = "full", steps: int | None = None, work
          "p >= 0.5 against the answer tokens, answer recall within the budget, share of the subject's tokens "
          "masked under the chosen fill", markdown_table(selection_rows(first, tasks, worlds), SELECTION_HEADER)),
     ]
+    sections.append(("Transfer within a world (held-out worlds, seed 0): the main relation's learned policies drive "
+                     "pre-training for the world's second relation, with the run's default fill (a transferred "
+                     "policy fills the budget at random)", markdown_table(transfer, TRANSFER_HEADER)))
     if study is not None:
         validate_steps = ValidateConfig.from_dict(learn_options.get("validate", {})).steps
         sections.append(("Does the short validation predict the full run? (tuning worlds)",
                          study_text(study, steps, validate_steps)))
-    records = {"validation_study": study, "worlds": [{k: v for k, v in r.items() if not k.startswith("_")} | {"task": r["_task"]}
+    records = {"validation_study": study, "transfer": transfer, "worlds": [{k: v for k, v in r.items() if not k.startswith("_")} | {"task": r["_task"]}
                           for r in table]}
     if hard:
         combined = with_best_oracle(hard, hard_tasks)
@@ -232,6 +238,47 @@ def chosen_fill_rows(grids: dict, tasks: list[str], worlds: dict) -> list[dict]:
         for split in ("tuning", "held-out"):
             fills = [_chosen_fill(grids["main"], method, t) for t, s in zip(tasks, worlds.values()) if s == split]
             rows.append({"method": method, "set": split, **{f: str(fills.count(f)) for f in FILL_MODES}})
+    return rows
+
+
+TRANSFER_HEADER = ["world", "source -> target", "random", "learned-supervised", "learned-meta",
+                   "supervised - random", "meta - random"]
+
+
+def run_transfer_pairs(spec: GridSpec, root: str, learned: dict, tasks: list[str]) -> list[dict]:
+    """Per world: ``random`` and each method's main-relation policy on the world's second
+    relation (seed 0, the run's default fill). Rows as in ``TRANSFER_HEADER``."""
+    jobs, keys = [], []
+    for task in tasks:
+        world, source = parse_family_name(task)
+        target = f"{task.rsplit(':', 1)[0]}:{draw_knobs(world).relations[1]}"
+        jobs.append(("pretrain", pretrain_config(spec, root, target, "random", "random", 0)))
+        keys.append((task, target, "random"))
+        for method in ("supervised", "meta"):
+            cell = learned.get(method, {}).get(f"{task} seed 0", {})
+            if cell.get("status") == "done":
+                jobs.append(("pretrain", pretrain_config(spec, root, target, f"transfer-{method}-from-{source}",
+                                                         cell["policy"], 0)))
+                keys.append((task, target, method))
+    results = {key: cell for key, cell in zip(keys, run_cells(jobs, spec.workers))}
+    rows = []
+    for task in tasks:
+        found = {k[2]: c for k, c in results.items() if k[0] == task}
+        target = next(k[1] for k in results if k[0] == task)
+
+        def em(method: str) -> float | None:
+            cell = found.get(method) or {}
+            return float(cell["metrics"]["score"]) if cell.get("status") == "done" else None
+
+        row = {"world": parse_family_name(task)[0],
+               "source -> target": f"{parse_family_name(task)[1]} -> {parse_family_name(target)[1]}",
+               "random": _num(em("random"))}
+        for method in ("supervised", "meta"):
+            fill = (found.get(method) or {}).get("fill")
+            row[f"learned-{method}"] = _num(em(method)) + (f" ({fill})" if fill else "")
+            both = em(method) is not None and em("random") is not None
+            row[f"{method} - random"] = f"{em(method) - em('random'):+.3f}" if both else "n/a"
+        rows.append(row)
     return rows
 
 

@@ -164,4 +164,5 @@ def load_policy(cls, directory: str, tokenizer=None, map_location="cpu"):
         raise ArtifactError(f"{os.path.join(directory, CONFIG_NAME)!r} has invalid options: {e}") from None
     state = _read_weights(directory, policy.state_dict())
     policy.load_state_dict(state)
+    policy.metadata = config.get("metadata") or {}  # how it was learned (learn's config and report)
     return policy.to(device).eval()

@@ -51,6 +51,7 @@ class LearnedPolicy(MaskingPolicy):
         num_heads: int = 2,
         encoder: str = "transformer",
         dropout: float = 0.0,
+        token_dropout: float = 0.0,
         context_dim: int = 0,
         init_bias: float = -2.0,
         temperature: float = 1.0,
@@ -71,6 +72,14 @@ class LearnedPolicy(MaskingPolicy):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"learned: dropout must be in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
+        # Training only: each token's embedding is zeroed with this probability (its position
+        # and context stay), so the network learns to score a token from its context as well as
+        # from its identity. Names never seen in training (evaluation subjects, new text) keep
+        # embeddings near their small initialisation, i.e. near zero: what a dropped token looks like.
+        if isinstance(token_dropout, bool) or not isinstance(token_dropout, (int, float)) \
+                or not 0.0 <= token_dropout < 1.0:
+            raise ConfigError(f"learned: token_dropout must be in [0, 1), got {token_dropout!r}")
+        self.token_dropout = float(token_dropout)
         if isinstance(init_bias, bool) or not isinstance(init_bias, (int, float)) or not math.isfinite(init_bias):
             raise ConfigError(f"learned: init_bias must be a finite number, got {init_bias!r}")
         self.init_bias = float(init_bias)
@@ -134,6 +143,9 @@ class LearnedPolicy(MaskingPolicy):
         else:
             valid = attention_mask.to(device).bool()  # [B, T]
         x = self.embed(input_ids)  # [B, T, E]
+        if self.training and self.token_dropout > 0:
+            keep = torch.rand(B, T, 1, device=device) >= self.token_dropout  # [B, T, 1]
+            x = x * keep
         hidden = extras.get("hidden_states")
         if self.context_proj is not None and hidden is not None:
             if tuple(hidden.shape) != (B, T, self.context_dim):

@@ -45,6 +45,11 @@ def test_family_suite_at_toy_size(tmp_path):
     assert {c["seed"] for c in hard if c["policy"] == BEST} == {0, 1}
     assert all(c["status"] == "done" for c in results["cells"])
     assert "--quick --steps 3" in table
+    # transfer within the held-out world: its main relation's policies on its second relation, filled at random
+    (pair,) = results["transfer"]
+    assert pair["world"] == 100 and pair["source -> target"].startswith(worlds[1]["task"].rsplit(":", 1)[1] + " -> ")
+    assert pair["learned-supervised"].endswith("(random)") and pair["learned-meta"].endswith("(random)")
+    assert pair["meta - random"] != "n/a" and "Transfer within a world" in table
     # the validation study: every validated candidate of the tuning world's learners, every fill, run long
     study = results["validation_study"]
     assert study["cells"] == 2 and "Does the short validation predict the full run?" in table

@@ -101,3 +101,31 @@ def test_validation_chooses_the_fill_a_longer_run_would_choose(tmp_path):
     assert abs(longer["none"] - longer["random"]) > 0.05  # the fills differ clearly here
     assert result["selected_fill"] == min(longer, key=longer.get) == "random"
     assert os.path.isdir(start / "model")
+
+
+def test_a_transferred_policy_fills_at_random_unless_the_run_names_a_fill(tmp_path):
+    """The validated fill holds for the task it was validated on; on another task the budget
+    is filled at random (never fewer masks than random), unless the run says otherwise."""
+    from maskpolicy.tasks.registry import get_task
+    from maskpolicy.tasks.tokenizer import tokenizer_for_task
+    from maskpolicy.train.config import PretrainConfig
+    from maskpolicy.train.pretrain import pretrain
+
+    task = get_task("synthetic:birthplace", num_entities=24)
+    tok = tokenizer_for_task(task, vocab_size=400)
+    policy_dir = tmp_path / "policy"
+    _blind(tok, fill="none").save_pretrained(str(policy_dir), tokenizer=tok,
+                                             metadata={"learn_config": {"task": "synthetic:birthplace"}})
+    used = {}
+    for target, fill in (("synthetic:birthplace", None), ("synthetic:profession", None),
+                         ("synthetic:profession", "none")):
+        out = tmp_path / f"{target.split(':')[1]}-{fill}"
+        result = pretrain(PretrainConfig(task=target, task_options={"num_entities": 24}, policy=str(policy_dir),
+                                         masking={"fill": fill}, steps=1, batch_size=4, max_length=32, vocab_size=400,
+                                         out=str(out),
+                                         eval_every=0, save_every=0, evaluate=False, progress=False))
+        used[target, fill] = (result["fill"], result["fill_transfer"])
+    assert used["synthetic:birthplace", None] == ("none", None)
+    assert used["synthetic:profession", None][0] == "random"
+    assert "learned on synthetic:birthplace" in used["synthetic:profession", None][1]
+    assert used["synthetic:profession", "none"] == ("none", None)

@@ -44,9 +44,37 @@ def corpus_dataset(tokenizer, task: Task, max_length: int):
     return data.select_columns([c for c in ("input_ids", "word_ids", "span_ids") if c in data.column_names])
 
 
+def learned_on(policy: MaskingPolicy) -> str | None:
+    """The task a saved learned policy was learned (and its fill validated) on, if recorded."""
+    learn_config = (getattr(policy, "metadata", None) or {}).get("learn_config") or {}
+    return learn_config.get("task")
+
+
+def same_task(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def apply_transfer_fill(config: PretrainConfig, policy: MaskingPolicy) -> str | None:
+    """A learned policy's validated fill holds for the task it was validated on. Used on
+    another task (transfer) with no fill named by the run, the budget is filled at random:
+    the tokens the policy selects first, the rest as random masking takes them, so a policy
+    that selects another task's answers never masks fewer tokens than ``random`` there.
+    Returns the reason when it applies (recorded in results.json), else None."""
+    source = learned_on(policy)
+    if config.masking.fill is not None or getattr(policy, "fill", None) is None or source is None \
+            or same_task(source, config.task):
+        return None
+    policy.fill = "random"
+    return f"transfer: learned on {source}, run on {config.task}: fill random (its validated fill holds for {source})"
+
+
 def build_policy(config: PretrainConfig, tokenizer, task: Task, dataset) -> MaskingPolicy:
     """The run's policy; ``pmi`` without a table gets one built from the task corpus, in
-    memory (``save_built_pmi_table`` writes it once the output directory is taken)."""
+    memory (``save_built_pmi_table`` writes it once the output directory is taken); a
+    learned policy run on another task than its own fills the budget at random unless the
+    run names a fill (``apply_transfer_fill``)."""
     options = dict(config.policy_options)
     if config.policy == "pmi" and "table" not in options:
         from maskpolicy.policies.pmi_table import build_pmi_table
@@ -55,6 +83,7 @@ def build_policy(config: PretrainConfig, tokenizer, task: Task, dataset) -> Mask
         options["table"] = build_pmi_table(list(dataset["input_ids"]), list(dataset["word_ids"]), vocab)
     policy = get_policy(config.policy, tokenizer, **options)
     check_gold_spans(task, policy, dataset)
+    policy.transfer = apply_transfer_fill(config, policy)
     return policy
 
 

@@ -294,6 +294,7 @@ def _pretrain_locked(config: PretrainConfig, accelerator, locks: list, checkpoin
     lm = accelerator.unwrap_model(model)
     run_info = {"config": config.to_dict(), "policy": policy_run_info(policy, task, dataset),
                 "fill": resolve_fill(config.masking, policy),  # the config's, else the learned policy's choice
+                "fill_transfer": getattr(policy, "transfer", None),  # why a transferred policy fills at random
                 "processes": accelerator.num_processes, "head_warmup": head_warmup}
 
     def write_model(tmp: str) -> None:
