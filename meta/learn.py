@@ -27,6 +27,15 @@ from .bilevel import MetaConfig, meta_learn
 from .validate import ValidateConfig
 
 
+LEARNER_POLICY_OPTIONS = {"token_dropout": 0.3}
+"""The policy network options ``learn`` uses unless ``policy_options`` names them. Token
+dropout 0.3 was chosen on the family's tuning worlds 0-7 (``selection_sweep``, supervised,
+no validation): mean precision of the selected tokens 0.821 / 0.855 / 0.897 / 0.860 and
+subject tokens selected 0.064 / 0.022 / 0.008 / 0.009 for 0 / 0.15 / 0.3 / 0.5, answer
+recall 0.99 throughout. Without it, names never seen in training (the evaluation subjects)
+were selected as answers in up to 23% of their occurrences."""
+
+
 @dataclass
 class LearnConfig:
     task: str = "synthetic:birthplace"
@@ -35,7 +44,8 @@ class LearnConfig:
     seed: int = 0
     data_dir: str | None = None
     task_options: dict = field(default_factory=dict)
-    policy_options: dict = field(default_factory=dict)  # LearnedPolicy options (embedding_dim, encoder, ...)
+    policy_options: dict = field(default_factory=dict)  # LearnedPolicy options (embedding_dim, encoder, ...),
+    #   over LEARNER_POLICY_OPTIONS
     model: str = "tiny"  # meta: LM preset (general-pre-trained for lm_warmup_steps) or a checkpoint dir
     arch: str = "mlm"  # the LM meta-steps differentiate through (and validation pre-trains): mlm (BERT) |
     #   seq2seq (BART preset or an encoder-decoder checkpoint; inner steps are denoising steps)
@@ -60,6 +70,8 @@ class LearnConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.policy_options, dict):
+            self.policy_options = {**LEARNER_POLICY_OPTIONS, **self.policy_options}
         if self.method not in ("supervised", "meta"):
             raise ConfigError(f"method must be 'supervised' or 'meta', got {self.method!r}")
         if self.arch not in ("mlm", "seq2seq"):
