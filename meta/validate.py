@@ -131,10 +131,10 @@ def validate_policies(candidates: list[tuple[str, object]], lm_dir: str, tokeniz
         for i, (label, policy) in enumerate(candidates):
             policy_dir = os.path.join(tmp, f"policy-{i}")
             policy.save_pretrained(policy_dir, tokenizer=tokenizer)
-            for fill in config.fills:
+            for j, fill in enumerate(config.fills):
                 filled = MaskingConfig.from_dict({**masking.to_dict(), "fill": fill})
                 row = {"candidate": label, "fill": fill,
-                       **_short_run(policy_dir, lm_dir, os.path.join(tmp, f"run-{i}-{fill}"), learn_config, config,
+                       **_short_run(policy_dir, lm_dir, os.path.join(tmp, f"run-{i}-{j}"), learn_config, config,
                                     filled, questions)}
                 row["nll_gain"] = round(baseline["answer_nll"] - row["answer_nll"], 5)
                 row["em_gain"] = round(row["cloze_em"] - baseline["cloze_em"], 5)
