@@ -24,8 +24,8 @@ Sizes (2 CPU cores, two one-thread workers):
          cell, 300 meta-steps; seeds 0-2 on the 3 hardest held-out worlds; the validation
          study on the tuning worlds (9 more cells a world: 2 meta candidates and 1 supervised,
          x 3 fills).
-- quick: 2 + 2 worlds, 400 steps, 100 meta-steps; seeds 0-1 on the hardest held-out world;
-         the validation study on the 2 tuning worlds.
+- quick: 2 + 2 worlds, 400 steps, 100 meta-steps, validation runs of 100 steps; seeds 0-1
+         on the hardest held-out world; the validation study on the 2 tuning worlds.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ from .validation_study import run_study, study_text
 
 FULL = dict(tuning=list(range(8)), held_out=list(range(100, 108)), steps=2000, meta_steps=300, hardest=3, seeds=3,
             study=True)
-QUICK = dict(tuning=[0, 1], held_out=[100, 101], steps=400, meta_steps=100, hardest=1, seeds=2, study=True)
+QUICK = dict(tuning=[0, 1], held_out=[100, 101], steps=400, meta_steps=100, hardest=1, seeds=2, study=True,
+             learn_options={"validate": {"steps": 100}})
 PRESETS = {"full": FULL, "quick": QUICK}
 LEARNED_ROWS = ("learned-supervised", "learned-meta")
 ORACLE = "salient_span"
@@ -62,7 +63,9 @@ def run_family(out: str, *, preset: str = "full", steps: int | None = None, work
     steps = steps or size["steps"]
     worlds = {w: "tuning" for w in size["tuning"]} | {w: "held-out" for w in size["held_out"]}
     tasks = [main_task(w) for w in worlds]
-    learn_options = {**size.get("learn_options", {}), "progress": False, "keep_candidates": bool(size["study"])}
+    # Candidates are always kept (a few small files): a run without the study learns the same
+    # cells as one with it, so either reads the other's back.
+    learn_options = {**size.get("learn_options", {}), "progress": False, "keep_candidates": True}
     learn_options["meta"] = {**learn_options.get("meta", {}), "meta_steps": size["meta_steps"]}
     base = dict(steps=steps, pretrain_options=size.get("pretrain_options", {}), learn_options=learn_options,
                 workers=workers)

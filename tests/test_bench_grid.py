@@ -189,7 +189,8 @@ def test_a_start_model_retrained_into_the_same_directory_makes_learn_and_pretrai
     spec.pretrain_options["model"] = model_dir
     config = pretrain_config(spec, str(tmp_path), TASK, "random", "random", 0)
     base = pretrain_config(spec, str(tmp_path), TASK, "none", "random", 0)
-    learn = learn_config(TASK, "supervised", 0, str(tmp_path), {**WORLD, "model": model_dir, "supervised": {"epochs": 1}})
+    learn = learn_config(TASK, "supervised", 0, str(tmp_path), {**WORLD, "model": model_dir, "supervised": {"epochs": 1},
+                                                                 "validate": {"steps": 4}})
     cells = ((pretrain_cell, config), (baseline_cell, base), (learn_cell, learn))
     assert not any(run(c)["reused"] for run, c in cells)
     assert all(run(c)["reused"] for run, c in cells)

@@ -60,7 +60,7 @@ def test_real_suite_on_a_miniature_data_directory(tmp_path):
                  squad_policies=["random", "learned-supervised"],
                  finetune={"epochs": 1, "batch_size": 8}, classifier={"epochs": 1}, selective={"max_examples": 12},
                  probe={"epochs": 1, "batch_size": 8, "max_train_examples": 16}, probe_points=2, model="mini", transfer_seeds=1,
-                 squad_seq2seq=["random"], qa={"epochs": 1, "num_beams": 2})
+                 squad_seq2seq=["random"], qa={"epochs": 1, "num_beams": 2}, squad_validate={"steps": 4})
     out = tmp_path / "out"
     run_real(str(out), data_dir=str(data), seeds=1, workers=1, sizes=sizes)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
