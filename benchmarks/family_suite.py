@@ -93,25 +93,10 @@ def run_family(out: str, *, preset: str = "full", steps: int | None = None, work
     hard_tasks = [r["_task"] for r in hardest]
     seeds = list(range(size["seeds"]))
     hard = grids(hard_tasks, seeds) if hard_tasks and len(seeds) > 1 else None
-    sections = [
-        ("Distribution over worlds (seed 0): share of worlds where the policy reaches 0.9x the oracle's best "
-         "fill, median ratio, worlds below random", markdown_table(distribution_rows(table), DIST_HEADER)),
-        ("The default fill, chosen on the tuning worlds", default_fill_text(first, tasks, worlds)),
-        ("The fills the learned policies' validation chose", markdown_table(chosen_fill_rows(first, tasks, worlds),
-                                                                             ["method", "set", *FILL_MODES])),
-        ("What the learned policies select (seed 0, evaluation subjects' passages): precision of the tokens with "
-         "p >= 0.5 against the answer tokens, answer recall within the budget, share of the subject's tokens "
-         "masked under the chosen fill", markdown_table(selection_rows(first, tasks, worlds), SELECTION_HEADER)),
-    ]
-    sections.append(("Transfer within a world (held-out worlds, seed 0): the main relation's learned policies drive "
-                     "pre-training for the world's second relation, with the run's default fill (a transferred "
-                     "policy fills the budget at random)", markdown_table(transfer, TRANSFER_HEADER)))
-    if study is not None:
-        validate_steps = ValidateConfig.from_dict(learn_options.get("validate", {})).steps
-        sections.append(("Does the short validation predict the full run? (tuning worlds)",
-                         study_text(study, steps, validate_steps)))
-    records = {"validation_study": study, "transfer": transfer, "worlds": [{k: v for k, v in r.items() if not k.startswith("_")} | {"task": r["_task"]}
-                          for r in table]}
+    sections = report_sections(first, table, tasks, worlds, transfer, study, steps,
+                               ValidateConfig.from_dict(learn_options.get("validate", {})).steps)
+    records = {"validation_study": study, "transfer": transfer,
+               "worlds": [{k: v for k, v in r.items() if not k.startswith("_")} | {"task": r["_task"]} for r in table]}
     if hard:
         combined = with_best_oracle(hard, hard_tasks)
         rows = ["random", BEST, *LEARNED_ROWS]
@@ -142,6 +127,28 @@ def run_family(out: str, *, preset: str = "full", steps: int | None = None, work
                        started=started, command=command, preset=preset,
                        results={"size": size, "steps": steps, **records,
                                 "cells": [c for c in every]})
+
+
+def report_sections(first: dict, table: list[dict], tasks: list[str], worlds: dict, transfer: list[dict],
+                    study: dict | None, steps: int, validate_steps: int) -> list[tuple[str, str]]:
+    """The report's sections on the seed-0 grids (the hardest worlds' seeds come after)."""
+    sections = [
+        ("Distribution over worlds (seed 0): share of worlds where the policy reaches 0.9x the oracle's best "
+         "fill, median ratio, worlds below random", markdown_table(distribution_rows(table), DIST_HEADER)),
+        ("The default fill, chosen on the tuning worlds", default_fill_text(first, tasks, worlds)),
+        ("The fills the learned policies' validation chose", markdown_table(chosen_fill_rows(first, tasks, worlds),
+                                                                             ["method", "set", *FILL_MODES])),
+        ("What the learned policies select (seed 0, evaluation subjects' passages): precision of the tokens with "
+         "p >= 0.5 against the answer tokens, answer recall within the budget, share of the subject's tokens "
+         "masked under the chosen fill", markdown_table(selection_rows(first, tasks, worlds), SELECTION_HEADER)),
+    ]
+    sections.append(("Transfer within a world (held-out worlds, seed 0): the main relation's learned policies drive "
+                     "pre-training for the world's second relation, with the run's default fill (a transferred "
+                     "policy fills the budget at random)", markdown_table(transfer, TRANSFER_HEADER)))
+    if study is not None:
+        sections.append(("Does the short validation predict the full run? (tuning worlds)",
+                         study_text(study, steps, validate_steps)))
+    return sections
 
 
 def _seeds(seeds: list[int]) -> str:
