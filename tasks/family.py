@@ -240,11 +240,15 @@ class _WorldBuilder:
             return [str(y) for y in rng.sample(range(1620, 1991), k.value_pool)]
         if kind == "count":
             return [str(c) for c in rng.sample(range(2, 96), k.value_pool)]
-        dates = set()
+        # A list, not a set: a set's order follows the process's string hashing, and the world
+        # must be the same in every process (a policy learned in one drives runs in another).
+        dates: list[str] = []
         while len(dates) < k.value_pool:
             month, year = rng.choice(MONTHS), rng.randint(1620, 1990)
-            dates.add(f"{rng.randint(1, 28)} {month} {year}" if k.date_words == 3 else f"{month} {year}")
-        return sorted(dates, key=lambda d: rng.random())
+            date = f"{rng.randint(1, 28)} {month} {year}" if k.date_words == 3 else f"{month} {year}"
+            if date not in dates:
+                dates.append(date)
+        return dates
 
     def _templates(self, relation: str) -> list[str]:
         """The corpus phrasings of ``relation``: ``templates_per_relation`` of the archetype's
