@@ -40,7 +40,7 @@ from maskpolicy.tasks.family_lexicon import ARCHETYPES
 
 from .cells import run_cells
 from .grid import GridSpec, pretrain_config, run_grid
-from .paired import compare_to_random
+from .paired import compare_to_random, seed_scores
 from .report import bench_command, failure_lines, write_suite
 from .tables import fmt, markdown_table
 from .validation_study import run_study, study_text
@@ -157,9 +157,7 @@ def _seeds(seeds: list[int]) -> str:
 
 
 def _score(grid: dict, task: str, policy: str, seed: int = 0) -> float | None:
-    found = [c["score"] for c in grid["cells"] if c["task"] == task and c["policy"] == policy and c["seed"] == seed
-             and c["status"] == "done"]
-    return found[0] if found else None
+    return seed_scores(grid, task, policy).get(seed)
 
 
 def _chosen_fill(grid: dict, method: str, task: str, seed: int = 0) -> str | None:
@@ -316,7 +314,7 @@ def with_best_oracle(grids: dict, tasks: list[str]) -> dict:
     cells = list(grids["main"]["cells"])
     for task in tasks:
         def mean(fill: str) -> float:
-            values = [c["score"] for c in grids["oracles"][fill]["cells"] if c["task"] == task and c["status"] == "done"]
+            values = list(seed_scores(grids["oracles"][fill], task, ORACLE).values())
             return statistics.fmean(values) if values else -1.0
         best = max(FILL_MODES, key=mean)
         cells += [{**c, "policy": BEST, "fill": best} for c in grids["oracles"][best]["cells"] if c["task"] == task]
